@@ -1,0 +1,249 @@
+//! The arbiter: one openraft voter with its durable store and its gRPC server. Management
+//! nodes and the witness both run one; the agent adds the resource side on top.
+//!
+//! [`Arbiter::start`] opens the store (refusing a corrupt one), starts Raft, serves the peer
+//! and admin services on a listener the caller bound, and starts two background tasks:
+//! bootstrap (form a brand-new cluster once every member is reachable and empty) and the
+//! election nudge (breaks the rare tie where two candidates keep timing out together, since
+//! openraft 0.9 draws each node's election timeout only once per process).
+
+mod bootstrap;
+pub mod clock;
+pub mod ownership;
+pub mod propose;
+pub mod view;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::Config;
+use crate::consensus::network::{Faults, Network};
+use crate::consensus::store::{self, AppliedState, StoreIdentity};
+use crate::consensus::types::{NodeId, Raft};
+use crate::rpc::admin::{AdminService, NodeNotes};
+use crate::rpc::peer::{AppendGate, ClientTimeouts, Identity, PeerService};
+use ownership::Ownership;
+use propose::Proposer;
+
+/// Why an arbiter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ArbiterError {
+    /// The Raft store is unusable; the node refuses to start rather than serve from it.
+    #[error("{0}")]
+    Store(#[from] store::StoreError),
+    /// openraft refused the timing or failed to start.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Serve(String),
+}
+
+/// Options for tests; production uses the default.
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    /// Links to cut on purpose.
+    pub faults: Option<Arc<Faults>>,
+}
+
+/// A running arbiter.
+pub struct Arbiter {
+    raft: Raft,
+    node_id: NodeId,
+    applied: watch::Receiver<Arc<AppliedState>>,
+    notes: Arc<NodeNotes>,
+    ownership: Arc<Ownership>,
+    proposer: Arc<Proposer>,
+    identity: Arc<Identity>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Arbiter {
+    /// Opens the store, starts Raft and serves gRPC on `listener`.
+    pub async fn start(
+        config: &Config,
+        listener: TcpListener,
+        options: RunOptions,
+    ) -> Result<Arbiter, ArbiterError> {
+        let identity = StoreIdentity {
+            cluster: config.cluster.clone(),
+            node_id: config.node_id,
+        };
+        let (log_store, state_machine) = store::open(&config.data_dir, &identity)?;
+        let applied = state_machine.subscribe();
+
+        let raft_config = crate::consensus::raft_config(&config.cluster, &config.raft)
+            .map_err(ArbiterError::Raft)?;
+        let peer_identity = Arc::new(Identity {
+            cluster: config.cluster.clone(),
+            node_id: config.node_id,
+            members: config.members.iter().map(|m| m.id).collect(),
+        });
+        let network = Network::new(
+            peer_identity.clone(),
+            ClientTimeouts {
+                connect: Duration::from_millis(config.raft.heartbeat_interval_ms.max(100)),
+            },
+            crate::consensus::unreachable_backoff(&config.raft),
+            options.faults.clone(),
+        );
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| ArbiterError::Raft(e.to_string()))?;
+
+        let notes = Arc::new(NodeNotes::default());
+        let ownership = Ownership::new(config, raft.clone(), applied.clone());
+        let proposer = Arc::new(Proposer::new(
+            raft.clone(),
+            peer_identity.clone(),
+            config.membership(),
+        ));
+        let gate = Arc::new(AppendGate::default());
+        let peer = PeerService::new(
+            raft.clone(),
+            (*peer_identity).clone(),
+            ownership.clone(),
+            gate.clone(),
+        );
+        let admin = AdminService::new(
+            raft.clone(),
+            config.cluster.clone(),
+            config.node_id,
+            config.membership().into_iter().collect(),
+            notes.clone(),
+        );
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let incoming = TcpListenerStream::new(listener);
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(peer.into_server())
+                .add_service(admin.into_server())
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                }),
+        );
+
+        let peer_identity_for_handle = peer_identity.clone();
+        let tasks = vec![
+            tokio::spawn(bootstrap::run(
+                raft.clone(),
+                config.clone(),
+                peer_identity,
+                notes.clone(),
+                options.faults.clone(),
+                gate,
+            )),
+            tokio::spawn(bootstrap::nudge_elections(
+                raft.clone(),
+                config.raft.clone(),
+            )),
+            tokio::spawn(ownership.clone().run()),
+        ];
+        tracing::info!(node = config.node_id, cluster = %config.cluster, "arbiter started");
+        Ok(Arbiter {
+            raft,
+            node_id: config.node_id,
+            applied,
+            notes,
+            ownership,
+            proposer,
+            identity: peer_identity_for_handle,
+            stop: Some(stop_tx),
+            server,
+            tasks,
+        })
+    }
+
+    /// The Raft handle.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The state machine's applied state, updated after every apply.
+    pub fn applied(&self) -> watch::Receiver<Arc<AppliedState>> {
+        self.applied.clone()
+    }
+
+    /// The leader-side ownership service.
+    pub fn ownership(&self) -> &Arc<Ownership> {
+        &self.ownership
+    }
+
+    /// Proposes changes through whichever member leads.
+    pub fn proposer(&self) -> &Arc<Proposer> {
+        &self.proposer
+    }
+
+    /// Who this node is on the peer service.
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.identity
+    }
+
+    /// Why this node waits, if it does.
+    pub fn notes(&self) -> &Arc<NodeNotes> {
+        &self.notes
+    }
+
+    /// Stops serving, stops Raft and waits for both.
+    pub async fn shutdown(mut self) -> Result<(), ArbiterError> {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let raft_result = self.raft.shutdown().await;
+        let served = (&mut self.server).await;
+        raft_result.map_err(|e| ArbiterError::Raft(e.to_string()))?;
+        match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ArbiterError::Serve(e.to_string())),
+            Err(e) => Err(ArbiterError::Serve(e.to_string())),
+        }
+    }
+}
+
+/// Runs an arbiter until `shutdown` resolves or the gRPC server fails.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    options: RunOptions,
+) -> Result<(), ArbiterError> {
+    let mut arbiter = Arbiter::start(&config, listener, options).await?;
+    tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutting down");
+            arbiter.shutdown().await
+        }
+        served = &mut arbiter.server => {
+            let message = match served {
+                Ok(Ok(())) => "gRPC server stopped".to_string(),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            let _ = arbiter.raft.shutdown().await;
+            Err(ArbiterError::Serve(message))
+        }
+    }
+}

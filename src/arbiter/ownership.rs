@@ -1,0 +1,360 @@
+//! The leader's side of ownership: answering lease renewals and moving ownership.
+//!
+//! Every arbiter runs this (the witness too, since any member may lead); it acts only while
+//! its node is the Raft leader. It keeps, for the current term only, when this node became
+//! leader, the leases it granted and when it last heard from each management node. Each
+//! cycle it hands those to [`crate::core::leader::decide`] and carries out the decision:
+//! commit a `GrantOwnership` (compare-and-set on the epoch), or run the fencing hook.
+//!
+//! A renewal is granted only after `ensure_linearizable` (a quorum round that starts after
+//! the request arrived) and only if the committed owner is the asker under that epoch.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::ServerState;
+use tokio::sync::{watch, Notify};
+
+use super::clock;
+use super::view::cluster_view;
+use crate::config::{Config, FenceHookConfig};
+use crate::consensus::state::{Command, Request};
+use crate::consensus::store::AppliedState;
+use crate::consensus::types::{Member, NodeId, Raft};
+use crate::core::leader::{self, LeaderAction, LeaderInput};
+use crate::core::time::{Millis, Timing};
+use crate::core::view::{self, FenceHook, PeerHealth};
+
+/// What this leader knows that is not in the replicated state. Reset on every new term.
+#[derive(Debug, Default)]
+struct LeaderBook {
+    /// The term this book belongs to and when this node saw itself lead it.
+    term: Option<(u64, Millis)>,
+    granted_until: BTreeMap<view::NodeId, Millis>,
+    peers: BTreeMap<view::NodeId, PeerHealth>,
+    /// The owner and epoch last seen committed, and since when.
+    owner_seen: Option<(Option<view::Owner>, Millis)>,
+    fence_hook: FenceHook,
+}
+
+/// The leader-side ownership service of one arbiter.
+pub struct Ownership {
+    raft: Raft,
+    node_id: NodeId,
+    members: BTreeMap<NodeId, Member>,
+    timing: Timing,
+    renew_interval: Duration,
+    applied: watch::Receiver<Arc<AppliedState>>,
+    fence_hook: Option<FenceHookConfig>,
+    book: Mutex<LeaderBook>,
+    wake: Notify,
+    reason: Mutex<Option<String>>,
+}
+
+impl Ownership {
+    /// The ownership service for the node `config` describes.
+    pub fn new(
+        config: &Config,
+        raft: Raft,
+        applied: watch::Receiver<Arc<AppliedState>>,
+    ) -> Arc<Ownership> {
+        Arc::new(Ownership {
+            raft,
+            node_id: config.node_id,
+            members: config.membership(),
+            timing: config.timing(),
+            renew_interval: Duration::from_millis(config.lease.renew_interval_ms),
+            applied,
+            fence_hook: config.fence_hook.clone(),
+            book: Mutex::new(LeaderBook::default()),
+            wake: Notify::new(),
+            reason: Mutex::new(None),
+        })
+    }
+
+    /// The leader's latest decision, as a sentence, while this node leads.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// Milliseconds left on the lease this leader granted `node`, if any.
+    pub fn granted_remaining_ms(&self, node: NodeId) -> Option<u64> {
+        let book = self.book.lock().ok()?;
+        let until = book.granted_until.get(&view::NodeId(node))?;
+        Some(clock::now().until(*until))
+    }
+
+    /// Handles a management node's report; for the owner, renews its lease. Returns `Ok(true)`
+    /// when a lease was granted, `Ok(false)` when none was asked for, and the reason when the
+    /// renewal was refused.
+    pub async fn report(
+        &self,
+        from: NodeId,
+        renew_epoch: u64,
+        healthy: bool,
+    ) -> Result<bool, String> {
+        let term = self.current_leader_term()?;
+        self.note_heard(term, from, healthy);
+        if renew_epoch == 0 {
+            return Ok(false);
+        }
+        // A quorum round that starts now: if it succeeds, a quorum acknowledged this leader
+        // after the owner took its t0, and no other leader can have been elected since.
+        let timeout = Duration::from_millis(self.timing.lease_ms / 2);
+        match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
+            Err(_) => return Err("the leader could not confirm a quorum in time".into()),
+            Ok(Err(e)) => return Err(format!("the leader could not confirm a quorum: {e}")),
+            Ok(Ok(_)) => {}
+        }
+        let now = clock::now_ceiling();
+        let state = self.applied.borrow().clone();
+        let view = cluster_view(&state.state, &self.members);
+        match leader::answer_renewal(&view, &self.timing, now, view::NodeId(from), renew_epoch) {
+            Ok(until) => {
+                let mut book = self.book.lock().map_err(|_| "leader book poisoned")?;
+                if book.term.map(|(t, _)| t) != Some(term) {
+                    return Err("leadership changed during the renewal".into());
+                }
+                let entry = book
+                    .granted_until
+                    .entry(view::NodeId(from))
+                    .or_insert(until);
+                *entry = (*entry).max(until);
+                Ok(true)
+            }
+            Err(refusal) => Err(refusal.to_string()),
+        }
+    }
+
+    fn current_leader_term(&self) -> Result<u64, String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.state != ServerState::Leader {
+            let leader = metrics
+                .current_leader
+                .and_then(|id| self.members.get(&id))
+                .map(|m| m.name.clone())
+                .unwrap_or_else(|| "unknown".into());
+            return Err(format!("not the leader (the leader is {leader})"));
+        }
+        Ok(metrics.current_term)
+    }
+
+    fn note_heard(&self, term: u64, from: NodeId, healthy: bool) {
+        let now = clock::now();
+        if let Ok(mut book) = self.book.lock() {
+            book.enter_term(term, now, self.fence_hook.is_some());
+            book.peers.insert(
+                view::NodeId(from),
+                PeerHealth {
+                    last_heard: Some(now),
+                    can_run_group: healthy,
+                },
+            );
+        }
+    }
+
+    /// Runs the leader loop until the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        let mut metrics = self.raft.metrics();
+        let mut applied = self.applied.clone();
+        let mut last_reason = String::new();
+        loop {
+            let wake_at = self.cycle(&mut last_reason).await;
+            let sleep = match wake_at {
+                Some(at) => clock::until(at).min(self.renew_interval),
+                None => self.renew_interval,
+            };
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                changed = applied.changed() => if changed.is_err() { return },
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    /// One observe-decide-act cycle; returns when to decide again at the latest.
+    async fn cycle(self: &Arc<Self>, last_reason: &mut String) -> Option<Millis> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.state != ServerState::Leader {
+            if let Ok(mut book) = self.book.lock() {
+                *book = LeaderBook::default();
+            }
+            if let Ok(mut reason) = self.reason.lock() {
+                *reason = None;
+            }
+            last_reason.clear();
+            return None;
+        }
+        let now = clock::now();
+        let state = self.applied.borrow().clone();
+        let view = cluster_view(&state.state, &self.members);
+        let (decision, elected_at) = {
+            let Ok(mut book) = self.book.lock() else {
+                return None;
+            };
+            book.enter_term(metrics.current_term, now, self.fence_hook.is_some());
+            let elected_at = book.term.map(|(_, at)| at).unwrap_or(now);
+            match book.owner_seen {
+                Some((owner, _)) if owner == view.owner => {}
+                _ => {
+                    book.owner_seen = Some((view.owner, now));
+                    if self.fence_hook.is_some() {
+                        book.fence_hook = FenceHook::Idle;
+                    }
+                }
+            }
+            let owner_since = book.owner_seen.map(|(_, at)| at).unwrap_or(now);
+            let input = LeaderInput {
+                view: &view,
+                timing: &self.timing,
+                now,
+                elected_at,
+                owner_since,
+                granted_until: &book.granted_until,
+                peers: &book.peers,
+                fence_hook: &book.fence_hook,
+            };
+            (leader::decide(&input), elected_at)
+        };
+        let text = decision.reason.to_string();
+        if text != *last_reason {
+            tracing::info!(
+                term = metrics.current_term,
+                elected_ms_ago = now.since(elected_at),
+                owner = ?view.owner,
+                code = ?decision.code(),
+                "leader: {text}"
+            );
+            *last_reason = text.clone();
+        }
+        if let Ok(mut reason) = self.reason.lock() {
+            *reason = Some(text);
+        }
+        for action in decision.actions {
+            match action {
+                LeaderAction::GrantOwnership { node, replaces } => {
+                    self.grant(
+                        node.0,
+                        replaces.map(|o| o.epoch),
+                        &decision.reason.to_string(),
+                    )
+                    .await;
+                }
+                LeaderAction::RunFenceHook { node, epoch } => {
+                    self.start_fence_hook(node, epoch);
+                }
+            }
+        }
+        decision.wake_at
+    }
+
+    async fn grant(&self, node: NodeId, expected: Option<u64>, reason: &str) {
+        let request = Request {
+            command: Command::GrantOwnership { node, expected },
+            requested_by: self
+                .members
+                .get(&self.node_id)
+                .map(|m| format!("leader {}", m.name))
+                .unwrap_or_else(|| "leader".into()),
+            reason: reason.to_string(),
+            at_unix_ms: unix_ms(),
+        };
+        let timeout = Duration::from_millis(self.timing.lease_ms);
+        match tokio::time::timeout(timeout, self.raft.client_write(request)).await {
+            Ok(Ok(response)) => match response.data.refused {
+                None => tracing::info!(node, epoch = response.log_id.index, "ownership granted"),
+                Some(why) => tracing::warn!(node, why, "grant refused by the state machine"),
+            },
+            Ok(Err(e)) => tracing::warn!(node, error = %e, "grant not committed"),
+            Err(_) => tracing::warn!(node, "grant not committed in time"),
+        }
+    }
+
+    fn start_fence_hook(self: &Arc<Self>, node: view::NodeId, epoch: u64) {
+        let Some(hook) = self.fence_hook.clone() else {
+            return;
+        };
+        let target = view::Owner { node, epoch };
+        if let Ok(mut book) = self.book.lock() {
+            book.fence_hook = FenceHook::Running { target };
+        }
+        let name = self
+            .members
+            .get(&node.0)
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| node.0.to_string());
+        let this = self.clone();
+        tokio::spawn(async move {
+            let outcome = run_fence_hook(&hook, &name, epoch).await;
+            if let Ok(mut book) = this.book.lock() {
+                if book.fence_hook == (FenceHook::Running { target }) {
+                    book.fence_hook = match outcome {
+                        Ok(()) => FenceHook::Confirmed { target },
+                        Err(message) => FenceHook::Failed { target, message },
+                    };
+                }
+            }
+            this.wake.notify_one();
+        });
+    }
+}
+
+impl LeaderBook {
+    /// Starts a fresh book when `term` is new: nothing granted, nothing heard.
+    fn enter_term(&mut self, term: u64, now: Millis, hook_configured: bool) {
+        if self.term.map(|(t, _)| t) != Some(term) {
+            *self = LeaderBook {
+                term: Some((term, now)),
+                fence_hook: if hook_configured {
+                    FenceHook::Idle
+                } else {
+                    FenceHook::NotConfigured
+                },
+                ..LeaderBook::default()
+            };
+        }
+    }
+}
+
+/// Runs the fencing hook against `node`; `Ok` only when it exited 0 in time.
+async fn run_fence_hook(hook: &FenceHookConfig, node: &str, epoch: u64) -> Result<(), String> {
+    let args: Vec<String> = hook
+        .command
+        .iter()
+        .map(|a| {
+            a.replace("{node}", node)
+                .replace("{epoch}", &epoch.to_string())
+        })
+        .collect();
+    let Some((program, rest)) = args.split_first() else {
+        return Err("fence_hook.command is empty".into());
+    };
+    tracing::warn!(node, epoch, program, "running the fencing hook");
+    let child = tokio::process::Command::new(program)
+        .args(rest)
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(Duration::from_millis(hook.timeout_ms), child).await {
+        Err(_) => Err(format!("timed out after {} ms", hook.timeout_ms)),
+        Ok(Err(e)) => Err(format!("cannot run {program}: {e}")),
+        Ok(Ok(out)) if out.status.success() => {
+            tracing::warn!(node, epoch, "fencing hook confirmed the node is off");
+            Ok(())
+        }
+        Ok(Ok(out)) => Err(format!(
+            "exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch, for history records only.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

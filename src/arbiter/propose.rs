@@ -1,0 +1,107 @@
+//! Proposing changes to the replicated state from any member: locally when this node leads,
+//! otherwise forwarded to the leader over the peer service. Used by the agent (release,
+//! failure counts) and by the admin service (switchover, pause, standby).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ServerState;
+
+use crate::consensus::state::{Request, Response};
+use crate::consensus::types::{Member, NodeId, Raft};
+use crate::rpc::peer::{ClientTimeouts, Identity, PeerClient, PeerMethod, PROPOSE_TIMEOUT};
+
+/// Why a proposal was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// No leader is known right now; try again shortly.
+    #[error("no leader is known; the cluster may have lost its quorum")]
+    NoLeader,
+    /// The leader did not commit it (no quorum, timeout, leadership changed).
+    #[error("not committed: {0}")]
+    NotCommitted(String),
+}
+
+/// Proposes requests to whichever member leads.
+pub struct Proposer {
+    raft: Raft,
+    identity: Arc<Identity>,
+    members: std::collections::BTreeMap<NodeId, Member>,
+    clients: Mutex<HashMap<NodeId, PeerClient>>,
+}
+
+impl Proposer {
+    /// A proposer for the node `identity` names.
+    pub fn new(
+        raft: Raft,
+        identity: Arc<Identity>,
+        members: std::collections::BTreeMap<NodeId, Member>,
+    ) -> Self {
+        Proposer {
+            raft,
+            identity,
+            members,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Commits `request` through the leader and returns the state machine's answer (which
+    /// may be a refusal, in `Response::refused`).
+    pub async fn propose(&self, request: Request) -> Result<Response, ProposeError> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.state == ServerState::Leader {
+            match tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.client_write(request.clone()))
+                .await
+            {
+                Err(_) => {
+                    return Err(ProposeError::NotCommitted(format!(
+                        "no commit within {PROPOSE_TIMEOUT:?}"
+                    )))
+                }
+                Ok(Ok(written)) => return Ok(written.data),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {}
+                Ok(Err(e)) => return Err(ProposeError::NotCommitted(e.to_string())),
+            }
+        }
+        let leader = self
+            .raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .filter(|l| *l != self.identity.node_id)
+            .ok_or(ProposeError::NoLeader)?;
+        let mut client = self.client(leader)?;
+        let answer: Result<Response, String> = client
+            .call(PeerMethod::Propose, &request, PROPOSE_TIMEOUT)
+            .await
+            .map_err(|e| ProposeError::NotCommitted(e.to_string()))?;
+        answer.map_err(ProposeError::NotCommitted)
+    }
+
+    fn client(&self, target: NodeId) -> Result<PeerClient, ProposeError> {
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| ProposeError::NotCommitted("client cache poisoned".into()))?;
+        if let Some(client) = clients.get(&target) {
+            return Ok(client.clone());
+        }
+        let member = self
+            .members
+            .get(&target)
+            .ok_or_else(|| ProposeError::NotCommitted(format!("node {target} is not a member")))?;
+        let client = PeerClient::new(
+            self.identity.clone(),
+            target,
+            &member.addr,
+            ClientTimeouts {
+                connect: Duration::from_millis(500),
+            },
+        )
+        .map_err(|e| ProposeError::NotCommitted(e.to_string()))?;
+        clients.insert(target, client.clone());
+        Ok(client)
+    }
+}

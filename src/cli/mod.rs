@@ -1,0 +1,98 @@
+//! `quoratectl`: the operator's command line. One file per command group; this file holds
+//! the argument definitions and the dispatch. Every failure is one line on standard error
+//! and a non-zero exit status, never a stack of debug output.
+
+mod check_config;
+mod status;
+mod table;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::rpc::admin::AdminClient;
+
+/// Exit status for "the command ran but the answer is negative" (no leader, bad config).
+pub const EXIT_NEGATIVE: u8 = 1;
+/// Exit status for "could not talk to the cluster" or bad arguments.
+pub const EXIT_FAILURE: u8 = 2;
+
+/// quoratectl: inspect and operate a quorate cluster.
+#[derive(Debug, Parser)]
+#[command(name = "quoratectl", version, about)]
+pub struct Cli {
+    /// gRPC endpoint of any member, as host:port.
+    #[arg(long, short = 'e', global = true, default_value = "127.0.0.1:7101")]
+    pub endpoint: String,
+    /// Give up on the cluster after this many milliseconds.
+    #[arg(long, global = true, default_value_t = 3000)]
+    pub timeout_ms: u64,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// quoratectl's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the cluster: term, leader and every member.
+    Status {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the leader's member name (exit 1 when no leader is known).
+    Leader,
+    /// Print the current Raft term.
+    Term,
+    /// Check a node config file and list every problem (exit 1 when there is any).
+    CheckConfig {
+        /// The config file to check.
+        file: std::path::PathBuf,
+    },
+}
+
+/// Parses the process arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("quoratectl: cannot start: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+/// Runs one parsed command.
+pub async fn run(cli: Cli) -> ExitCode {
+    if let Command::CheckConfig { file } = &cli.command {
+        return check_config::run(file);
+    }
+    let timeout = Duration::from_millis(cli.timeout_ms.max(1));
+    let mut client = match AdminClient::new(&cli.endpoint, timeout) {
+        Ok(client) => client,
+        Err(e) => return fail(e),
+    };
+    match cli.command {
+        Command::Status { json } => status::status(&mut client, json).await,
+        Command::Leader => status::leader(&mut client).await,
+        Command::Term => status::term(&mut client).await,
+        Command::CheckConfig { .. } => unreachable_command(),
+    }
+}
+
+fn unreachable_command() -> ExitCode {
+    ExitCode::from(EXIT_FAILURE)
+}
+
+/// Prints a one-line error and returns the failure status.
+pub(crate) fn fail(error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("quoratectl: {error}");
+    ExitCode::from(EXIT_FAILURE)
+}

@@ -1,0 +1,235 @@
+//! openraft's network, over the gRPC peer service.
+//!
+//! The factory keeps one [`PeerClient`] (one HTTP/2 channel) per peer and hands clones to
+//! openraft, which asks for a client per replication stream, per election and per leadership
+//! check. Failures map onto openraft's kinds so that only a failed connection counts as
+//! `Unreachable` (which makes openraft back off); a slow peer is a `Timeout`.
+//!
+//! In-process tests can cut links with [`Faults`]: a blocked `(from, to)` pair drops requests
+//! from `from` to `to`, and a blocked `(to, from)` pair drops the answer.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+
+use crate::consensus::types::{Member, NodeId, TypeConfig};
+use crate::rpc::peer::{CallError, ClientTimeouts, Identity, PeerClient, PeerMethod};
+
+/// Links cut on purpose, for tests. Empty in production.
+#[derive(Debug, Default)]
+pub struct Faults {
+    blocked: RwLock<BTreeSet<(NodeId, NodeId)>>,
+}
+
+impl Faults {
+    /// A fault table with every link working.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Faults::default())
+    }
+
+    /// Drops every message from `from` to `to` (one way).
+    pub fn block(&self, from: NodeId, to: NodeId) {
+        if let Ok(mut set) = self.blocked.write() {
+            set.insert((from, to));
+        }
+    }
+
+    /// Cuts `a` from `b` both ways.
+    pub fn partition(&self, a: NodeId, b: NodeId) {
+        self.block(a, b);
+        self.block(b, a);
+    }
+
+    /// Cuts `node` from every id in `others`, both ways.
+    pub fn isolate(&self, node: NodeId, others: &[NodeId]) {
+        for &other in others {
+            self.partition(node, other);
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        if let Ok(mut set) = self.blocked.write() {
+            set.clear();
+        }
+    }
+
+    /// True when messages from `from` to `to` are dropped.
+    pub fn is_blocked(&self, from: NodeId, to: NodeId) -> bool {
+        self.blocked
+            .read()
+            .map(|set| set.contains(&(from, to)))
+            .unwrap_or(false)
+    }
+}
+
+/// Hands openraft a client per peer, reusing one channel per `(id, address)`.
+#[derive(Clone)]
+pub struct Network {
+    identity: Arc<Identity>,
+    timeouts: ClientTimeouts,
+    backoff: Duration,
+    faults: Option<Arc<Faults>>,
+    clients: Arc<Mutex<HashMap<(NodeId, String), PeerClient>>>,
+}
+
+impl Network {
+    /// A network for the node `identity` describes. `backoff` is how long openraft waits
+    /// before retrying an unreachable peer.
+    pub fn new(
+        identity: Arc<Identity>,
+        timeouts: ClientTimeouts,
+        backoff: Duration,
+        faults: Option<Arc<Faults>>,
+    ) -> Self {
+        Network {
+            identity,
+            timeouts,
+            backoff,
+            faults,
+            clients: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn client_for(&self, target: NodeId, addr: &str) -> Result<PeerClient, CallError> {
+        let key = (target, addr.to_string());
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| CallError::Failed("peer client cache poisoned".into()))?;
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let client = PeerClient::new(self.identity.clone(), target, addr, self.timeouts)?;
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
+        Connection {
+            me: self.identity.node_id,
+            target,
+            client: self.client_for(target, &node.addr),
+            backoff: self.backoff,
+            faults: self.faults.clone(),
+        }
+    }
+}
+
+/// openraft's view of one peer.
+pub struct Connection {
+    me: NodeId,
+    target: NodeId,
+    client: Result<PeerClient, CallError>,
+    backoff: Duration,
+    faults: Option<Arc<Faults>>,
+}
+
+impl Connection {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        method: PeerMethod,
+        action: RPCTypes,
+        rpc: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, Member, E>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        Result<Resp, E>: serde::de::DeserializeOwned,
+        E: std::error::Error,
+    {
+        let timeout = option.hard_ttl();
+        let timed_out = || {
+            RPCError::Timeout(Timeout {
+                action,
+                id: self.me,
+                target: self.target,
+                timeout,
+            })
+        };
+        if let Some(faults) = &self.faults {
+            if faults.is_blocked(self.me, self.target) {
+                let e = CallError::Unreachable("link cut by a test fault".into());
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
+        }
+        let client = match &mut self.client {
+            Ok(client) => client,
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
+        };
+        let result: Result<Result<Resp, E>, CallError> = client.call(method, rpc, timeout).await;
+        if let Some(faults) = &self.faults {
+            if faults.is_blocked(self.target, self.me) {
+                // The request went through but the answer is lost on the way back.
+                return Err(timed_out());
+            }
+        }
+        match result {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
+            Err(CallError::Timeout(_)) => Err(timed_out()),
+            Err(e @ CallError::Unreachable(_)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e @ CallError::Failed(_)) => Err(RPCError::Network(NetworkError::new(&e))),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        self.call(
+            PeerMethod::AppendEntries,
+            RPCTypes::AppendEntries,
+            &rpc,
+            &option,
+        )
+        .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(
+            PeerMethod::InstallSnapshot,
+            RPCTypes::InstallSnapshot,
+            &rpc,
+            &option,
+        )
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        self.call(PeerMethod::Vote, RPCTypes::Vote, &rpc, &option)
+            .await
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(self.backoff))
+    }
+}

@@ -1,0 +1,373 @@
+//! The resource group: the ordered list of agents the owner runs (DRBD, mount, MySQL, VIP).
+//!
+//! The group turns one decision ("start", "stop", "fence") into the right sequence of agent
+//! actions: start in order, each step confirmed by `monitor` before the next; stop in reverse;
+//! a failed start rolls back, in reverse, everything it brought up (the failed resource too,
+//! since it may be partly up); fence goes through every agent in reverse and does not stop at a
+//! failure, because a hard stop must take down as much as it can.
+//!
+//! Every action passes the [`EpochGate`] first: an action whose owner epoch is older than one the
+//! group already acted on is refused and logged, and that mark survives a restart of the process.
+//! Start and stop take a lock so two of them never interleave; fence does not wait for that lock,
+//! because it must not queue behind a start that hangs.
+
+use crate::resources::agent::{ActionContext, AgentError, Recovery, ResourceAgent, ResourceState};
+use crate::resources::fencing::{EpochError, EpochGate};
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long one agent action may take before the group gives up on it, unless set otherwise.
+pub const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A group action that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    /// The action's epoch is stale; nothing was touched. Drop the request.
+    #[error("group {group}: {action} refused: {source}")]
+    Refused {
+        /// The group's name.
+        group: String,
+        /// The refused action.
+        action: &'static str,
+        /// The gate's reason.
+        source: EpochError,
+    },
+    /// A resource failed to start; the steps already done were rolled back.
+    #[error("group {group}: start failed at {cause}{}", rollback_note(.rollback_failures))]
+    StartFailed {
+        /// The group's name.
+        group: String,
+        /// Which resource failed (`cause.resource`) and why.
+        cause: AgentError,
+        /// Stops of the rollback that failed too; if any, the node must be fenced.
+        rollback_failures: Vec<AgentError>,
+    },
+    /// A resource failed to stop; the resources started before it were left running.
+    #[error("group {group}: stop failed at {cause}; resources below it were left running")]
+    StopFailed {
+        /// The group's name.
+        group: String,
+        /// Which resource failed (`cause.resource`) and why.
+        cause: AgentError,
+    },
+    /// Fence went through every resource but some failed; fence the node by other means.
+    #[error("group {group}: fence incomplete: {}", list(.failures))]
+    FenceIncomplete {
+        /// The group's name.
+        group: String,
+        /// Every agent fence that failed, in the order tried.
+        failures: Vec<AgentError>,
+    },
+}
+
+fn rollback_note(failures: &[AgentError]) -> String {
+    if failures.is_empty() {
+        "; rolled back".to_string()
+    } else {
+        format!("; rollback failed too: {}", list(failures))
+    }
+}
+
+fn list(failures: &[AgentError]) -> String {
+    let parts: Vec<String> = failures.iter().map(|f| f.to_string()).collect();
+    parts.join("; ")
+}
+
+impl GroupError {
+    /// What the caller should do next; `None` for a refused stale request (drop it, touch
+    /// nothing: a newer owner term is in charge).
+    pub fn recovery(&self) -> Option<Recovery> {
+        match self {
+            GroupError::Refused { .. } => None,
+            GroupError::StartFailed {
+                cause,
+                rollback_failures,
+                ..
+            } => Some(if rollback_failures.is_empty() {
+                cause.recovery
+            } else {
+                Recovery::Fence
+            }),
+            GroupError::StopFailed { .. } | GroupError::FenceIncomplete { .. } => {
+                Some(Recovery::Fence)
+            }
+        }
+    }
+}
+
+/// One resource's state as `monitor_all` found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceStatus {
+    /// The resource's name.
+    pub resource: String,
+    /// The agent kind.
+    pub kind: &'static str,
+    /// What `monitor` said.
+    pub state: ResourceState,
+}
+
+impl fmt::Display for ResourceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.resource, self.kind, self.state)
+    }
+}
+
+/// An ordered list of agents started in order and stopped in reverse.
+pub struct ResourceGroup {
+    name: String,
+    agents: Vec<Arc<dyn ResourceAgent>>,
+    gate: EpochGate,
+    action_timeout: Duration,
+    actions: tokio::sync::Mutex<()>,
+}
+
+impl ResourceGroup {
+    /// A group named `name` over `agents` (start order), keeping its epoch mark in `state_dir`.
+    pub fn new(
+        name: &str,
+        agents: Vec<Arc<dyn ResourceAgent>>,
+        state_dir: &Path,
+    ) -> Result<Self, EpochError> {
+        Ok(ResourceGroup {
+            name: name.to_string(),
+            gate: EpochGate::open(state_dir, name)?,
+            agents,
+            action_timeout: DEFAULT_ACTION_TIMEOUT,
+            actions: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Sets how long one agent action may run; a start past it fails, a stop past it fences.
+    pub fn with_action_timeout(mut self, timeout: Duration) -> Self {
+        self.action_timeout = timeout;
+        self
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The highest epoch this group has acted on.
+    pub fn last_epoch(&self) -> u64 {
+        self.gate.last()
+    }
+
+    /// The resources' names in start order.
+    pub fn resource_names(&self) -> Vec<String> {
+        self.agents.iter().map(|a| a.name().to_string()).collect()
+    }
+
+    /// Every problem with the group and its agents, one line each, prefixed by the resource.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.agents.is_empty() {
+            problems.push(format!("group {}: has no resources", self.name));
+        }
+        let names = self.resource_names();
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                problems.push(format!(
+                    "group {}: resource name {name} is used twice",
+                    self.name
+                ));
+            }
+        }
+        for agent in &self.agents {
+            for problem in agent.validate() {
+                problems.push(format!("{} ({}): {problem}", agent.name(), agent.kind()));
+            }
+        }
+        problems
+    }
+
+    fn admit(&self, action: &'static str, ctx: &ActionContext) -> Result<(), GroupError> {
+        self.gate.admit(ctx.epoch).map_err(|source| {
+            let last = self.gate.last();
+            tracing::warn!(
+                group = %self.name,
+                resource = %self.resource_names().join(","),
+                action,
+                epoch = ctx.epoch,
+                last_epoch = last,
+                node = %ctx.node,
+                reason = %source,
+                "refusing group action"
+            );
+            GroupError::Refused {
+                group: self.name.clone(),
+                action,
+                source,
+            }
+        })
+    }
+
+    /// Starts every resource in order; on a failure rolls back and says which one failed and why.
+    pub async fn start(&self, ctx: &ActionContext) -> Result<(), GroupError> {
+        let _serial = self.actions.lock().await;
+        self.admit("start", ctx)?;
+        tracing::info!(group = %self.name, epoch = ctx.epoch, node = %ctx.node, "starting group");
+        for (index, agent) in self.agents.iter().enumerate() {
+            if let Err(cause) = self.start_one(agent.as_ref(), ctx).await {
+                tracing::error!(
+                    group = %self.name,
+                    resource = %agent.name(),
+                    epoch = ctx.epoch,
+                    reason = %cause,
+                    "start failed; rolling back"
+                );
+                let mut rollback_failures = Vec::new();
+                for done in self.agents[..=index].iter().rev() {
+                    if let Err(e) = self.stop_one(done.as_ref(), ctx).await {
+                        tracing::error!(
+                            group = %self.name,
+                            resource = %done.name(),
+                            epoch = ctx.epoch,
+                            reason = %e,
+                            "rollback stop failed"
+                        );
+                        rollback_failures.push(e);
+                    }
+                }
+                return Err(GroupError::StartFailed {
+                    group: self.name.clone(),
+                    cause,
+                    rollback_failures,
+                });
+            }
+        }
+        tracing::info!(group = %self.name, epoch = ctx.epoch, "group started");
+        Ok(())
+    }
+
+    /// Stops every resource in reverse order, stopping at the first that cannot be stopped.
+    pub async fn stop(&self, ctx: &ActionContext) -> Result<(), GroupError> {
+        let _serial = self.actions.lock().await;
+        self.admit("stop", ctx)?;
+        tracing::info!(group = %self.name, epoch = ctx.epoch, node = %ctx.node, "stopping group");
+        for agent in self.agents.iter().rev() {
+            if let Err(cause) = self.stop_one(agent.as_ref(), ctx).await {
+                tracing::error!(
+                    group = %self.name,
+                    resource = %agent.name(),
+                    epoch = ctx.epoch,
+                    reason = %cause,
+                    "stop failed; leaving the resources below it running"
+                );
+                return Err(GroupError::StopFailed {
+                    group: self.name.clone(),
+                    cause,
+                });
+            }
+        }
+        tracing::info!(group = %self.name, epoch = ctx.epoch, "group stopped");
+        Ok(())
+    }
+
+    /// Hard-stops every resource in reverse order, going on past failures and listing them.
+    pub async fn fence(&self, ctx: &ActionContext) -> Result<(), GroupError> {
+        self.admit("fence", ctx)?;
+        tracing::warn!(group = %self.name, epoch = ctx.epoch, node = %ctx.node, "fencing group");
+        let mut failures = Vec::new();
+        for agent in self.agents.iter().rev() {
+            let outcome = match tokio::time::timeout(self.action_timeout, agent.fence(ctx)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(AgentError::new(
+                    agent.name(),
+                    Recovery::Fence,
+                    format!("fence did not finish within {:?}", self.action_timeout),
+                )),
+            };
+            if let Err(e) = outcome {
+                tracing::error!(
+                    group = %self.name,
+                    resource = %agent.name(),
+                    epoch = ctx.epoch,
+                    reason = %e,
+                    "fence failed; going on with the rest"
+                );
+                failures.push(e);
+            }
+        }
+        if failures.is_empty() {
+            tracing::warn!(group = %self.name, epoch = ctx.epoch, "group fenced");
+            Ok(())
+        } else {
+            Err(GroupError::FenceIncomplete {
+                group: self.name.clone(),
+                failures,
+            })
+        }
+    }
+
+    /// Every resource's state, in start order.
+    pub async fn monitor_all(&self) -> Vec<ResourceStatus> {
+        let mut states = Vec::with_capacity(self.agents.len());
+        for agent in &self.agents {
+            states.push(ResourceStatus {
+                resource: agent.name().to_string(),
+                kind: agent.kind(),
+                state: agent.monitor().await,
+            });
+        }
+        states
+    }
+
+    async fn start_one(
+        &self,
+        agent: &dyn ResourceAgent,
+        ctx: &ActionContext,
+    ) -> Result<(), AgentError> {
+        tracing::info!(resource = %agent.name(), epoch = ctx.epoch, "starting resource");
+        match tokio::time::timeout(self.action_timeout, agent.start(ctx)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(AgentError::new(
+                    agent.name(),
+                    Recovery::MoveAway,
+                    format!("start did not finish within {:?}", self.action_timeout),
+                ))
+            }
+        }
+        match agent.monitor().await {
+            ResourceState::Running => Ok(()),
+            other => Err(AgentError::new(
+                agent.name(),
+                Recovery::MoveAway,
+                format!("start returned but monitor says {other}"),
+            )),
+        }
+    }
+
+    async fn stop_one(
+        &self,
+        agent: &dyn ResourceAgent,
+        ctx: &ActionContext,
+    ) -> Result<(), AgentError> {
+        tracing::info!(resource = %agent.name(), epoch = ctx.epoch, "stopping resource");
+        match tokio::time::timeout(self.action_timeout, agent.stop(ctx)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(AgentError::new(
+                    agent.name(),
+                    Recovery::Fence,
+                    format!("stop did not finish within {:?}", self.action_timeout),
+                ))
+            }
+        }
+        // The contract says a stop never reports success while the resource runs; hold the
+        // agent to it, since the next step (unmount, demote) depends on it.
+        match agent.monitor().await {
+            ResourceState::Running => Err(AgentError::new(
+                agent.name(),
+                Recovery::Fence,
+                "stop returned but monitor still says running",
+            )),
+            _ => Ok(()),
+        }
+    }
+}

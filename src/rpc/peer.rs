@@ -1,0 +1,437 @@
+//! The peer service: openraft's RPCs between arbiters, plus the bootstrap probe.
+//!
+//! Server side, every request is checked before openraft sees it: it must name this cluster,
+//! be addressed to this node's id, and come from a member. Client side, [`PeerClient`] keeps
+//! one lazily connected channel per peer and turns transport failures into [`CallError`]s that
+//! the Raft network maps onto openraft's error kinds.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status};
+
+use super::pb::{self, peer_client, peer_server};
+use super::{decode, encode, MAX_MESSAGE_BYTES};
+use crate::arbiter::ownership::Ownership;
+use crate::consensus::state::{Request as Proposal, Response as Outcome};
+use crate::consensus::types::{NodeId, Raft};
+
+/// How long a forwarded proposal may take to commit on the leader.
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Who this node is, for checking incoming envelopes and stamping outgoing ones.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The cluster name from the config.
+    pub cluster: String,
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Every member id allowed to talk to this node.
+    pub members: BTreeSet<NodeId>,
+}
+
+impl Identity {
+    fn envelope_to(&self, to: NodeId) -> pb::Envelope {
+        pb::Envelope {
+            cluster: self.cluster.clone(),
+            from: self.node_id,
+            to,
+        }
+    }
+
+    /// Accepts an envelope only when it names this cluster, this node and a member sender.
+    fn check(&self, envelope: Option<&pb::Envelope>) -> Result<(), Status> {
+        let Some(envelope) = envelope else {
+            return Err(Status::invalid_argument("peer request without an envelope"));
+        };
+        if envelope.cluster != self.cluster {
+            return Err(Status::failed_precondition(format!(
+                "request for cluster {:?} reached a member of cluster {:?}",
+                envelope.cluster, self.cluster
+            )));
+        }
+        if envelope.to != self.node_id {
+            return Err(Status::failed_precondition(format!(
+                "request addressed to node {} reached node {}; check the member addresses",
+                envelope.to, self.node_id
+            )));
+        }
+        if !self.members.contains(&envelope.from) {
+            return Err(Status::permission_denied(format!(
+                "node {} is not a member of cluster {:?}",
+                envelope.from, self.cluster
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Which leaders a pristine node may take the log from.
+///
+/// openraft 0.9 panics on a leader that remembers entries a follower acknowledged when that
+/// follower answers as if it had none (its store was wiped). A node whose store is empty
+/// therefore accepts appends and snapshots only from senders that said, in a bootstrap probe,
+/// that they remember nothing of it. Once the node holds anything the gate is moot.
+#[derive(Debug, Default)]
+pub struct AppendGate {
+    cleared: std::sync::Mutex<BTreeSet<NodeId>>,
+}
+
+impl AppendGate {
+    /// Replaces the set of senders a pristine node may take the log from.
+    pub fn set_cleared(&self, senders: BTreeSet<NodeId>) {
+        if let Ok(mut cleared) = self.cleared.lock() {
+            *cleared = senders;
+        }
+    }
+
+    fn allows(&self, sender: NodeId) -> bool {
+        self.cleared
+            .lock()
+            .map(|c| c.contains(&sender))
+            .unwrap_or(false)
+    }
+}
+
+/// Serves openraft's RPCs, the bootstrap probe, reports and forwarded proposals.
+pub struct PeerService {
+    raft: Raft,
+    identity: Identity,
+    ownership: Arc<Ownership>,
+    gate: Arc<AppendGate>,
+}
+
+impl PeerService {
+    /// A service that checks envelopes against `identity` and hands requests to `raft`, and
+    /// reports to `ownership`.
+    pub fn new(
+        raft: Raft,
+        identity: Identity,
+        ownership: Arc<Ownership>,
+        gate: Arc<AppendGate>,
+    ) -> Self {
+        PeerService {
+            raft,
+            identity,
+            ownership,
+            gate,
+        }
+    }
+
+    /// Refuses the log from `sender` while this node is pristine and `sender` was not cleared.
+    fn check_gate(&self, sender: NodeId) -> Result<(), Status> {
+        let pristine = crate::consensus::is_pristine(&self.raft.metrics().borrow());
+        if pristine && !self.gate.allows(sender) {
+            return Err(Status::failed_precondition(format!(
+                "node {} has an empty store and has not yet confirmed that node {sender} \
+                 remembers nothing of it; it takes no log entries until then",
+                self.identity.node_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// The tonic server wrapper, with quorate's message size limits.
+    pub fn into_server(self) -> peer_server::PeerServer<Self> {
+        peer_server::PeerServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    fn open(&self, message: &pb::RaftMessage) -> Result<(), Status> {
+        self.identity.check(message.envelope.as_ref())
+    }
+
+    fn reply<T: serde::Serialize>(&self, from: NodeId, value: &T) -> Response<pb::RaftMessage> {
+        Response::new(pb::RaftMessage {
+            envelope: Some(self.identity.envelope_to(from)),
+            payload: encode(value),
+        })
+    }
+}
+
+fn bad_payload(e: super::PayloadError) -> Status {
+    Status::invalid_argument(format!("peer message: {e}"))
+}
+
+#[tonic::async_trait]
+impl peer_server::Peer for PeerService {
+    async fn vote(
+        &self,
+        request: Request<pb::RaftMessage>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
+        let message = request.into_inner();
+        self.open(&message)?;
+        let from = message
+            .envelope
+            .as_ref()
+            .map(|e| e.from)
+            .unwrap_or_default();
+        let rpc = decode(&message.payload).map_err(bad_payload)?;
+        let result = self.raft.vote(rpc).await;
+        Ok(self.reply(from, &result))
+    }
+
+    async fn append_entries(
+        &self,
+        request: Request<pb::RaftMessage>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
+        let message = request.into_inner();
+        self.open(&message)?;
+        let from = message
+            .envelope
+            .as_ref()
+            .map(|e| e.from)
+            .unwrap_or_default();
+        self.check_gate(from)?;
+        let rpc = decode(&message.payload).map_err(bad_payload)?;
+        let result = self.raft.append_entries(rpc).await;
+        Ok(self.reply(from, &result))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<pb::RaftMessage>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
+        let message = request.into_inner();
+        self.open(&message)?;
+        let from = message
+            .envelope
+            .as_ref()
+            .map(|e| e.from)
+            .unwrap_or_default();
+        self.check_gate(from)?;
+        let rpc = decode(&message.payload).map_err(bad_payload)?;
+        let result = self.raft.install_snapshot(rpc).await;
+        Ok(self.reply(from, &result))
+    }
+
+    async fn probe(
+        &self,
+        request: Request<pb::ProbeRequest>,
+    ) -> Result<Response<pb::ProbeReply>, Status> {
+        self.identity.check(request.get_ref().envelope.as_ref())?;
+        let from = request
+            .get_ref()
+            .envelope
+            .as_ref()
+            .map(|e| e.from)
+            .unwrap_or_default();
+        let metrics = self.raft.metrics().borrow().clone();
+        let matched_you = metrics
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&from).cloned())
+            .flatten()
+            .is_some();
+        Ok(Response::new(pb::ProbeReply {
+            node_id: self.identity.node_id,
+            pristine: crate::consensus::is_pristine(&metrics),
+            matched_you,
+        }))
+    }
+
+    async fn report(
+        &self,
+        request: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportReply>, Status> {
+        let report = request.into_inner();
+        self.identity.check(report.envelope.as_ref())?;
+        let from = report.envelope.as_ref().map(|e| e.from).unwrap_or_default();
+        let reply = match self
+            .ownership
+            .report(from, report.renew_epoch, report.healthy)
+            .await
+        {
+            Ok(granted) => pb::ReportReply {
+                granted,
+                refused: String::new(),
+            },
+            Err(refused) => pb::ReportReply {
+                granted: false,
+                refused,
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn propose(
+        &self,
+        request: Request<pb::RaftMessage>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
+        let message = request.into_inner();
+        self.open(&message)?;
+        let from = message
+            .envelope
+            .as_ref()
+            .map(|e| e.from)
+            .unwrap_or_default();
+        let proposal: Proposal = decode(&message.payload).map_err(bad_payload)?;
+        let result: Result<Outcome, String> =
+            match tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.client_write(proposal)).await {
+                Err(_) => Err(format!("not committed within {PROPOSE_TIMEOUT:?}")),
+                Ok(Err(e)) => Err(e.to_string()),
+                Ok(Ok(written)) => Ok(written.data),
+            };
+        Ok(self.reply(from, &result))
+    }
+}
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No connection could be made: the peer is down or cut off.
+    #[error("peer unreachable: {0}")]
+    Unreachable(String),
+    /// The peer did not answer in time.
+    #[error("peer did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The peer answered with an error status, or with something that does not decode.
+    #[error("peer call failed: {0}")]
+    Failed(String),
+}
+
+/// Connection settings for calls to peers.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientTimeouts {
+    /// Limit for establishing a TCP connection.
+    pub connect: Duration,
+}
+
+/// A cached, lazily connected channel to one peer's gRPC endpoint.
+#[derive(Clone)]
+pub struct PeerClient {
+    target: NodeId,
+    identity: Arc<Identity>,
+    client: peer_client::PeerClient<Channel>,
+}
+
+impl PeerClient {
+    /// A client for `target` at `addr` (`host:port`). Connecting happens on first use.
+    pub fn new(
+        identity: Arc<Identity>,
+        target: NodeId,
+        addr: &str,
+        timeouts: ClientTimeouts,
+    ) -> Result<Self, CallError> {
+        let channel = lazy_channel(addr, timeouts.connect)?;
+        let client = peer_client::PeerClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(PeerClient {
+            target,
+            identity,
+            client,
+        })
+    }
+
+    /// Sends one openraft request to `method` and decodes the peer's `Result`.
+    pub async fn call<Req, Resp>(
+        &mut self,
+        method: PeerMethod,
+        rpc: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+    {
+        let mut request = Request::new(pb::RaftMessage {
+            envelope: Some(self.identity.envelope_to(self.target)),
+            payload: encode(rpc),
+        });
+        request.set_timeout(timeout);
+        let call = async {
+            match method {
+                PeerMethod::Vote => self.client.vote(request).await,
+                PeerMethod::AppendEntries => self.client.append_entries(request).await,
+                PeerMethod::InstallSnapshot => self.client.install_snapshot(request).await,
+                PeerMethod::Propose => self.client.propose(request).await,
+            }
+        };
+        let response = match tokio::time::timeout(timeout, call).await {
+            Err(_) => return Err(CallError::Timeout(timeout)),
+            Ok(result) => result.map_err(|status| status_to_error(status, timeout))?,
+        };
+        decode(&response.into_inner().payload).map_err(|e| CallError::Failed(e.to_string()))
+    }
+
+    /// Reports to the peer (the leader); `renew_epoch > 0` asks for a lease. `Ok(Ok(granted))`
+    /// when the leader answered, `Ok(Err(why))` when it refused the renewal.
+    pub async fn report(
+        &mut self,
+        renew_epoch: u64,
+        healthy: bool,
+        health_reason: &str,
+        timeout: Duration,
+    ) -> Result<Result<bool, String>, CallError> {
+        let mut request = Request::new(pb::ReportRequest {
+            envelope: Some(self.identity.envelope_to(self.target)),
+            renew_epoch,
+            healthy,
+            health_reason: health_reason.to_string(),
+        });
+        request.set_timeout(timeout);
+        match tokio::time::timeout(timeout, self.client.report(request)).await {
+            Err(_) => Err(CallError::Timeout(timeout)),
+            Ok(Err(status)) => Err(status_to_error(status, timeout)),
+            Ok(Ok(reply)) => {
+                let reply = reply.into_inner();
+                if reply.refused.is_empty() {
+                    Ok(Ok(reply.granted))
+                } else {
+                    Ok(Err(reply.refused))
+                }
+            }
+        }
+    }
+
+    /// Asks the peer whether its store is pristine and whether it remembers this node's log
+    /// (bootstrap).
+    pub async fn probe(&mut self, timeout: Duration) -> Result<pb::ProbeReply, CallError> {
+        let mut request = Request::new(pb::ProbeRequest {
+            envelope: Some(self.identity.envelope_to(self.target)),
+        });
+        request.set_timeout(timeout);
+        match tokio::time::timeout(timeout, self.client.probe(request)).await {
+            Err(_) => Err(CallError::Timeout(timeout)),
+            Ok(Err(status)) => Err(status_to_error(status, timeout)),
+            Ok(Ok(reply)) => Ok(reply.into_inner()),
+        }
+    }
+}
+
+/// The peer RPC being called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerMethod {
+    /// RequestVote.
+    Vote,
+    /// AppendEntries (also heartbeats).
+    AppendEntries,
+    /// One snapshot chunk.
+    InstallSnapshot,
+    /// A proposal forwarded to the leader.
+    Propose,
+}
+
+/// A channel to `addr` that connects on first use, with quorate's transport settings.
+pub fn lazy_channel(addr: &str, connect_timeout: Duration) -> Result<Channel, CallError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| CallError::Failed(format!("bad peer address {addr:?}: {e}")))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
+}
+
+fn status_to_error(status: Status, timeout: Duration) -> CallError {
+    match status.code() {
+        Code::Unavailable => CallError::Unreachable(status.message().to_string()),
+        Code::DeadlineExceeded | Code::Cancelled => CallError::Timeout(timeout),
+        _ => CallError::Failed(format!("{:?}: {}", status.code(), status.message())),
+    }
+}

@@ -1,0 +1,185 @@
+//! The real binaries, started from config files in a temp dir, observed through `quoratectl`.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use support::procs::{quoratectl, status_json, Daemon};
+use support::{config_toml, eventually_blocking, free_ports, MEMBERS};
+
+struct ProcessCluster {
+    dir: tempfile::TempDir,
+    ports: [u16; 3],
+    daemons: HashMap<u64, Daemon>,
+}
+
+impl ProcessCluster {
+    fn start() -> ProcessCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports = free_ports();
+        let mut daemons = HashMap::new();
+        for (id, name, role) in MEMBERS {
+            let config = dir.path().join(format!("{name}.toml"));
+            std::fs::write(&config, config_toml("proc", id, &ports, "")).expect("config");
+            let binary = if role == "witness" {
+                "quorate-witness"
+            } else {
+                "quorate-agent"
+            };
+            let log = dir.path().join(format!("{name}.log"));
+            daemons.insert(id, Daemon::start(binary, &config, &log));
+        }
+        ProcessCluster {
+            dir,
+            ports,
+            daemons,
+        }
+    }
+
+    fn port(&self, id: u64) -> u16 {
+        self.ports[(id - 1) as usize]
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for (_, name, _) in MEMBERS {
+            let path = self.dir.path().join(format!("{name}.log"));
+            out.push_str(&format!(
+                "--- {name} ---\n{}\n",
+                std::fs::read_to_string(path).unwrap_or_default()
+            ));
+        }
+        out
+    }
+
+    /// Waits until the member at `id` reports a leader, and returns the status.
+    fn status_with_leader(&self, id: u64, except: Option<&str>) -> serde_json::Value {
+        eventually_blocking(
+            "a leader in quoratectl status",
+            Duration::from_secs(20),
+            || {
+                let status = status_json(self.port(id))?;
+                let leader = status["leader"].as_str()?;
+                (Some(leader) != except).then_some(status)
+            },
+        )
+    }
+}
+
+#[test]
+fn three_binaries_form_a_cluster_and_fail_over_on_sigkill() {
+    let mut cluster = ProcessCluster::start();
+    let status = cluster.status_with_leader(1, None);
+    assert_eq!(status["cluster"], "proc", "{status}");
+    assert!(status["term"].as_u64().unwrap_or(0) >= 1, "{status}");
+    let members = status["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3);
+    for ((id, name, role), member) in MEMBERS.iter().zip(members) {
+        assert_eq!(member["id"], *id);
+        assert_eq!(member["name"], *name);
+        assert_eq!(member["role"], *role);
+        assert_eq!(
+            member["address"],
+            format!("127.0.0.1:{}", cluster.port(*id)).as_str()
+        );
+        assert!(member["state"].is_string());
+        assert_eq!(member["reachable"], true, "{status}");
+    }
+    let leader = status["leader"].as_str().unwrap().to_string();
+
+    // The scripting commands agree with the JSON.
+    let endpoint = format!("127.0.0.1:{}", cluster.port(2));
+    let out = quoratectl(&["--endpoint", &endpoint, "leader"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), leader);
+    let out = quoratectl(&["--endpoint", &endpoint, "term"]);
+    let term: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(term >= 1);
+    let out = quoratectl(&["--endpoint", &endpoint, "status"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains(&format!("leader:   {leader}")), "{table}");
+    assert!(table.contains("witness"), "{table}");
+
+    // SIGKILL the leader's process; the survivors elect another.
+    let leader_id = MEMBERS.iter().find(|m| m.1 == leader).unwrap().0;
+    cluster.daemons.get_mut(&leader_id).unwrap().kill();
+    let survivor = if leader_id == 1 { 2 } else { 1 };
+    let after = cluster.status_with_leader(survivor, Some(&leader));
+    assert!(after["term"].as_u64().unwrap() > status["term"].as_u64().unwrap());
+    let dead = &after["members"].as_array().unwrap()[(leader_id - 1) as usize];
+    assert_eq!(dead["reachable"], false, "{after}\n{}", cluster.logs());
+}
+
+#[test]
+fn check_config_lists_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.toml");
+    let text = config_toml("bad cluster", 9, &[7101, 7101, 0], "");
+    std::fs::write(&file, text).unwrap();
+    let out = quoratectl(&["check-config", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expect in [
+        "cluster = \"bad cluster\"",
+        "node_id 9 is not the id",
+        "address \"127.0.0.1:7101\" appears more than once",
+        "port \"0\"",
+    ] {
+        assert!(err.contains(expect), "missing {expect:?} in:\n{err}");
+    }
+    assert!(err.contains("4 problem(s)"), "{err}");
+
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, config_toml("ok", 3, &[7101, 7102, 7103], "")).unwrap();
+    let out = quoratectl(&["check-config", good.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("witness (witness)"));
+}
+
+#[test]
+fn the_shipped_local_configs_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster-configs/local");
+    for name in ["node1", "node2", "witness"] {
+        let file = dir.join(format!("{name}.toml"));
+        let out = quoratectl(&["check-config", file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_endpoint_is_a_one_line_error() {
+    let port = free_ports()[0];
+    let endpoint = format!("127.0.0.1:{port}");
+    let out = quoratectl(&["--endpoint", &endpoint, "--timeout-ms", "500", "status"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains(&endpoint), "{err}");
+    let out = quoratectl(&["--endpoint", "not an endpoint", "status"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad endpoint"));
+}
+
+#[test]
+fn a_daemon_refuses_a_config_for_another_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("witness.toml");
+    std::fs::write(&file, config_toml("roles", 3, &free_ports(), "")).unwrap();
+    let out = std::process::Command::new(support::procs::bin("quorate-agent"))
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has role witness"), "{err}");
+}

@@ -1,0 +1,236 @@
+//! The arbiter cluster in one process: real stores, real gRPC on loopback, links cut through
+//! the fault table. Covers leader election, failover of the leader, the witness's part in the
+//! quorum, restarts and bootstrap.
+
+mod support;
+
+use std::time::Duration;
+
+use openraft::ServerState;
+use quorate::consensus::state::{Command, Request};
+use support::cluster::TestCluster;
+use support::eventually;
+
+const ELECTION: Duration = Duration::from_secs(10);
+
+fn noop() -> Request {
+    Request {
+        command: Command::Noop,
+        requested_by: "test".into(),
+        reason: "check that the cluster commits".into(),
+        at_unix_ms: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_a_leader_and_replace_it_when_it_stops() {
+    let mut cluster = TestCluster::start().await;
+    let first = cluster.agreed_leader(&[1, 2, 3], ELECTION).await;
+    let first_term = cluster.term(first);
+    assert!(first_term >= 1);
+
+    cluster.stop(first).await;
+    let rest: Vec<u64> = cluster.running();
+    let second = cluster.agreed_leader(&rest, ELECTION).await;
+    assert_ne!(second, first);
+    assert!(cluster.term(second) > first_term);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn witness_and_one_management_node_keep_a_quorum() {
+    let mut cluster = TestCluster::start().await;
+    cluster.agreed_leader(&[1, 2, 3], ELECTION).await;
+    // Whichever management node leads or not, stop node1: node2 and the witness remain.
+    cluster.stop(1).await;
+    let leader = cluster.agreed_leader(&[2, 3], ELECTION).await;
+    let written = tokio::time::timeout(
+        Duration::from_secs(5),
+        cluster.node(leader).raft().client_write(noop()),
+    )
+    .await
+    .expect("the write commits in time")
+    .expect("the write commits");
+    let index = written.log_id.index;
+    eventually(
+        "node2 and the witness to apply the write",
+        ELECTION,
+        || async {
+            [2u64, 3]
+                .iter()
+                .all(|id| {
+                    cluster
+                        .node(*id)
+                        .raft()
+                        .metrics()
+                        .borrow()
+                        .last_applied
+                        .map(|l| l.index)
+                        >= Some(index)
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_witness_can_lead() {
+    let cluster = TestCluster::start().await;
+    cluster.agreed_leader(&[1, 2, 3], ELECTION).await;
+    eventually("the witness to win an election", ELECTION, || async {
+        if cluster.node(3).raft().metrics().borrow().state == ServerState::Leader {
+            return Some(());
+        }
+        let _ = cluster.node(3).raft().trigger().elect().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        None
+    })
+    .await;
+    assert_eq!(cluster.agreed_leader(&[1, 2, 3], ELECTION).await, 3);
+    // A witness-led cluster commits like any other.
+    cluster
+        .node(3)
+        .raft()
+        .client_write(noop())
+        .await
+        .expect("the witness commits as leader");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_rejoins_and_its_term_never_goes_backwards() {
+    let mut cluster = TestCluster::start().await;
+    let leader = cluster.agreed_leader(&[1, 2, 3], ELECTION).await;
+    let follower = [1u64, 2].into_iter().find(|id| *id != leader).unwrap_or(3);
+    let term_before = cluster.term(follower);
+    cluster.stop(follower).await;
+    // Move the cluster on while the follower is down.
+    cluster
+        .node(leader)
+        .raft()
+        .client_write(noop())
+        .await
+        .expect("commit while one member is down");
+    cluster.restart(follower).await;
+    // Straight after restart the term comes from the durable vote, not from zero.
+    assert!(cluster.term(follower) >= term_before);
+    let leader_log = cluster
+        .node(leader)
+        .raft()
+        .metrics()
+        .borrow()
+        .last_log_index;
+    eventually("the restarted node to catch up", ELECTION, || async {
+        let m = cluster.node(follower).raft().metrics().borrow().clone();
+        (m.last_log_index >= leader_log && m.current_leader.is_some()).then_some(())
+    })
+    .await;
+    assert!(cluster.term(follower) >= term_before);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_cluster_forms_only_when_every_member_answers() {
+    let mut cluster = TestCluster::start_some(&[1, 3]).await;
+    let reason = eventually("node1 to say why it waits", ELECTION, || async {
+        let waiting = cluster.node(1).notes().waiting.lock().unwrap().clone()?;
+        waiting.contains("did not answer").then_some(waiting)
+    })
+    .await;
+    assert!(reason.contains("node2"), "{reason}");
+    assert!(cluster
+        .node(1)
+        .raft()
+        .metrics()
+        .borrow()
+        .current_leader
+        .is_none());
+    assert_eq!(cluster.term(1), 0);
+
+    cluster.restart(2).await;
+    let leader = cluster.agreed_leader(&[1, 2, 3], ELECTION).await;
+    assert!(cluster.term(leader) >= 1);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_never_initializes_and_says_why_it_waits() {
+    let mut cluster = TestCluster::start().await;
+    let leader = cluster.agreed_leader(&[1, 2, 3], ELECTION).await;
+    let victim = if leader == 2 { 1 } else { 2 };
+    let other = [1u64, 2, 3]
+        .into_iter()
+        .find(|id| *id != leader && *id != victim)
+        .unwrap();
+    cluster.stop(victim).await;
+    std::fs::remove_dir_all(cluster.data_dir(victim)).expect("wipe the store");
+    // While the leader cannot be asked, the wiped node only sees that a cluster exists.
+    cluster.faults.partition(leader, victim);
+    cluster.restart(victim).await;
+    let reason = eventually("the wiped node to say why it waits", ELECTION, || async {
+        let waiting = cluster
+            .node(victim)
+            .notes()
+            .waiting
+            .lock()
+            .unwrap()
+            .clone()?;
+        waiting
+            .contains("already has cluster state")
+            .then_some(waiting)
+    })
+    .await;
+    assert!(reason.contains("will not initialize"), "{reason}");
+    assert_eq!(
+        cluster.term(victim),
+        0,
+        "the wiped node must not start a cluster of its own"
+    );
+
+    // Once it can ask, the leader says it remembers entries this node acknowledged: the node
+    // knows it lost its data and refuses that leader's log, which keeps the leader healthy.
+    cluster.faults.heal();
+    let reason = eventually("the wiped node to learn it lost data", ELECTION, || async {
+        let waiting = cluster
+            .node(victim)
+            .notes()
+            .waiting
+            .lock()
+            .unwrap()
+            .clone()?;
+        waiting.contains("data was lost").then_some(waiting)
+    })
+    .await;
+    assert!(
+        reason.contains(&format!("node{leader}")) || reason.contains("witness"),
+        "{reason}"
+    );
+    let written = tokio::time::timeout(
+        Duration::from_secs(5),
+        cluster.node(leader).raft().client_write(noop()),
+    )
+    .await
+    .expect("the leader still commits in time");
+    written.expect("the leader still commits with the other member");
+    assert_eq!(cluster.term(victim), 0);
+
+    // A change of leader forgets the old replication progress: the new leader brings the
+    // wiped node up to date from scratch.
+    cluster.stop(leader).await;
+    cluster.agreed_leader(&[victim, other], ELECTION).await;
+    cluster.restart(leader).await;
+    eventually(
+        "the wiped node to be brought up to date",
+        ELECTION,
+        || async {
+            let m = cluster.node(victim).raft().metrics().borrow().clone();
+            let waiting = cluster.node(victim).notes().waiting.lock().unwrap().clone();
+            (m.current_leader.is_some() && m.last_applied.is_some() && waiting.is_none())
+                .then_some(())
+        },
+    )
+    .await;
+    cluster.shutdown().await;
+}

@@ -1,0 +1,437 @@
+//! The store refuses to start on anything but its own, intact data, and says what is wrong:
+//! another node's store, a newer format, undecodable values, damaged or emptied sled files,
+//! foreign directories, unreadable directories, a store already in use.
+
+mod support;
+use support::store as common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{entry, identity, log_id, runtime};
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::Vote;
+use quorate::consensus::store::{self, StoreError, StoreIdentity};
+
+/// Creates a store in `dir` as node 1 with a vote, five entries, a commit index and an
+/// applied state, then closes it.
+fn populate(dir: &Path) {
+    runtime().block_on(async {
+        let (mut log, mut sm) = common::open(dir).expect("open a new store");
+        log.save_vote(&Vote::new_committed(2, 1))
+            .await
+            .expect("save vote");
+        log.blocking_append((1..=5).map(|i| entry(2, i)))
+            .await
+            .expect("append");
+        log.save_committed(Some(log_id(2, 5)))
+            .await
+            .expect("save committed");
+        sm.apply((1..=5).map(|i| entry(2, i))).await.expect("apply");
+    });
+}
+
+/// Writes (or with `None` removes) one raw key straight into sled, with the store closed.
+fn poke(dir: &Path, tree: &str, key: &[u8], value: Option<&[u8]>) {
+    let db = sled::open(dir).expect("open sled directly");
+    let tree = db.open_tree(tree).expect("open tree");
+    match value {
+        Some(v) => tree.insert(key, v).map(drop),
+        None => tree.remove(key).map(drop),
+    }
+    .expect("poke a key");
+    db.flush().expect("flush sled");
+}
+
+/// Opens `dir` as node 1 and returns the error, failing the test if it opened.
+fn open_err(dir: &Path) -> StoreError {
+    match common::open(dir) {
+        Ok(_) => panic!(
+            "the store in {} opened although it must be refused",
+            dir.display()
+        ),
+        Err(e) => e,
+    }
+}
+
+/// A populated store in a fresh temporary directory.
+fn populated() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("raft");
+    populate(&dir);
+    (tmp, dir)
+}
+
+fn assert_names(err: &StoreError, what: &Path) {
+    let message = err.to_string();
+    assert!(
+        message.contains(&what.display().to_string()),
+        "error does not name {}: {message}",
+        what.display()
+    );
+}
+
+#[test]
+fn refuses_another_nodes_store() {
+    let (_tmp, dir) = populated();
+    let err = store::open(&dir, &identity(2))
+        .err()
+        .expect("node 2 must not open node 1's store");
+    assert!(
+        matches!(&err, StoreError::IdentityMismatch { stored, expected, .. }
+        if stored.node_id == 1 && expected.node_id == 2),
+        "{err:?}"
+    );
+    assert_names(&err, &dir);
+    assert!(
+        err.to_string().contains("node 1") && err.to_string().contains("node 2"),
+        "{err}"
+    );
+
+    let other_cluster = StoreIdentity {
+        cluster: "other".into(),
+        node_id: 1,
+    };
+    let err = store::open(&dir, &other_cluster)
+        .err()
+        .expect("another cluster must not open it");
+    assert!(
+        matches!(err, StoreError::IdentityMismatch { .. }),
+        "{err:?}"
+    );
+
+    // Even without the marker file, the identity in sled itself is checked.
+    fs::remove_file(dir.join(store::MARKER_FILE)).expect("remove marker");
+    let err = store::open(&dir, &identity(2))
+        .err()
+        .expect("node 2 must not open node 1's store");
+    assert!(
+        matches!(err, StoreError::IdentityMismatch { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn refuses_a_format_from_the_future() {
+    let (_tmp, dir) = populated();
+    poke(&dir, "meta", b"format_version", Some(b"99"));
+    let err = open_err(&dir);
+    assert!(
+        matches!(err, StoreError::FutureFormat { found: 99, .. }),
+        "{err:?}"
+    );
+    assert_names(&err, &dir);
+
+    // The marker file is read before sled is opened, and refused the same way.
+    let marker = r#"{"format_version":7,"cluster":"test-cluster","node_id":1}"#;
+    fs::write(dir.join(store::MARKER_FILE), marker).expect("rewrite marker");
+    let err = open_err(&dir);
+    assert!(
+        matches!(err, StoreError::FutureFormat { found: 7, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn refuses_an_undecodable_vote() {
+    let (_tmp, dir) = populated();
+    poke(&dir, "meta", b"vote", Some(b"{not json"));
+    let err = open_err(&dir);
+    assert!(
+        matches!(&err, StoreError::Corrupt { key, .. } if key == "meta/vote"),
+        "{err:?}"
+    );
+    assert_names(&err, &dir);
+    assert!(err.to_string().contains("meta/vote"), "{err}");
+}
+
+#[test]
+fn refuses_an_undecodable_log_entry() {
+    let (_tmp, dir) = populated();
+    poke(&dir, "log", &3u64.to_be_bytes(), Some(b"\xff\x00garbage"));
+    let err = open_err(&dir);
+    assert!(
+        matches!(&err, StoreError::Corrupt { key, .. } if key == "log/3"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("log/3"), "{err}");
+}
+
+#[test]
+fn refuses_a_log_with_a_hole() {
+    let (_tmp, dir) = populated();
+    poke(&dir, "log", &3u64.to_be_bytes(), None);
+    let err = open_err(&dir);
+    assert!(
+        matches!(&err, StoreError::Corrupt { key, problem, .. } if key == "log/4" && problem.contains("hole")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn refuses_an_undecodable_applied_state() {
+    let (_tmp, dir) = populated();
+    poke(&dir, "machine", b"applied", Some(b"[1,2,3]"));
+    let err = open_err(&dir);
+    assert!(
+        matches!(&err, StoreError::Corrupt { key, .. } if key == "machine/applied"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("machine/applied"), "{err}");
+}
+
+#[test]
+fn refuses_damaged_sled_files() {
+    // sled's data file overwritten with garbage, with and without sled's page-table snapshot.
+    for (fill, drop_snapshots) in [(0u8, false), (0u8, true), (0x5a, false), (0x5a, true)] {
+        let (_tmp, dir) = populated();
+        let len = fs::metadata(dir.join("db")).expect("db file").len() as usize;
+        fs::write(dir.join("db"), vec![fill; len.max(4096)]).expect("overwrite db");
+        if drop_snapshots {
+            for entry in fs::read_dir(&dir).expect("list dir") {
+                let path = entry.expect("entry").path();
+                if path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("snap."))
+                {
+                    fs::remove_file(path).expect("remove snapshot");
+                }
+            }
+        }
+        let err = open_err(&dir);
+        assert!(
+            matches!(err, StoreError::Sled { .. } | StoreError::Corrupt { .. }),
+            "{err:?}"
+        );
+        assert_names(&err, &dir);
+    }
+}
+
+#[test]
+fn refuses_a_store_whose_sled_data_vanished() {
+    // sled's files removed but the marker kept: sled would happily create an empty database.
+    let (_tmp, dir) = populated();
+    for entry in fs::read_dir(&dir).expect("list dir") {
+        let path = entry.expect("entry").path();
+        if path.file_name().is_some_and(|n| n != store::MARKER_FILE) {
+            if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            }
+            .expect("remove");
+        }
+    }
+    let err = open_err(&dir);
+    assert!(
+        matches!(&err, StoreError::Corrupt { key, .. } if key == "db"),
+        "{err:?}"
+    );
+
+    // An empty sled database in place of the real one is refused too.
+    let fresh = tempfile::tempdir().expect("tempdir");
+    drop(sled::open(fresh.path()).expect("create an empty sled database"));
+    for entry in fs::read_dir(fresh.path()).expect("list") {
+        let entry = entry.expect("entry");
+        if entry.path().is_file() {
+            fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy sled file");
+        }
+    }
+    let err = open_err(&dir);
+    assert!(
+        matches!(&err, StoreError::Corrupt { problem, .. } if problem.contains("lost")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn refuses_a_directory_that_is_not_a_store() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("raft");
+    fs::create_dir(&dir).expect("mkdir");
+    fs::write(dir.join("notes.txt"), "hello").expect("write");
+    let err = open_err(&dir);
+    assert!(
+        matches!(&err, StoreError::NotAStore { why, .. } if why.contains("notes.txt")),
+        "{err:?}"
+    );
+    assert_names(&err, &dir);
+    assert!(
+        dir.join("notes.txt").exists() && !dir.join("db").exists(),
+        "the foreign directory was touched"
+    );
+
+    // Another program's sled database.
+    let other = tmp.path().join("other-sled");
+    {
+        let db = sled::open(&other).expect("sled");
+        db.open_tree("users")
+            .expect("tree")
+            .insert("alice", "x")
+            .expect("insert");
+        db.flush().expect("flush");
+    }
+    let err = open_err(&other);
+    assert!(
+        matches!(&err, StoreError::NotAStore { why, .. } if why.contains("users")),
+        "{err:?}"
+    );
+
+    // Keys in sled's default tree, which quorate never writes.
+    let default_tree = tmp.path().join("default-tree");
+    {
+        let db = sled::open(&default_tree).expect("sled");
+        db.insert("k", "v").expect("insert");
+        db.flush().expect("flush");
+    }
+    let err = open_err(&default_tree);
+    assert!(matches!(err, StoreError::NotAStore { .. }), "{err:?}");
+}
+
+#[test]
+fn refuses_a_file_as_data_dir() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("raft");
+    fs::write(&path, "not a directory").expect("write");
+    let err = open_err(&path);
+    assert!(matches!(err, StoreError::NotADirectory { .. }), "{err:?}");
+    assert_names(&err, &path);
+}
+
+#[test]
+fn refuses_a_store_already_in_use() {
+    let (_tmp, dir) = populated();
+    let _first = common::open(&dir).expect("first open");
+    let err = open_err(&dir);
+    assert!(matches!(err, StoreError::Sled { .. }), "{err:?}");
+    assert_names(&err, &dir);
+}
+
+#[test]
+fn finishes_an_interrupted_creation() {
+    // A crash after sled created its files but before quorate wrote anything.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("raft");
+    drop(sled::open(&dir).expect("sled"));
+    let (log, _sm) = common::open(&dir).expect("an empty sled database is a store being created");
+    assert!(log.is_pristine().expect("pristine"));
+    drop((log, _sm));
+    assert!(dir.join(store::MARKER_FILE).exists());
+
+    // A crash after the meta tree was written but before the marker was.
+    let (_tmp, dir) = populated();
+    fs::remove_file(dir.join(store::MARKER_FILE)).expect("remove marker");
+    let (log, sm) = common::open(&dir).expect("a store without its marker still opens");
+    assert!(!log.is_pristine().expect("pristine"));
+    assert_eq!(sm.applied().last_applied, Some(log_id(2, 5)));
+    assert!(
+        dir.join(store::MARKER_FILE).exists(),
+        "the marker was not rewritten"
+    );
+}
+
+const UNREADABLE_ENV: &str = "QUORATE_TEST_UNREADABLE_DIR";
+
+#[test]
+fn refuses_an_unreadable_directory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).expect("chmod tempdir");
+    let dir = tmp.path().join("raft");
+    populate(&dir);
+    let guard = RestoreMode(dir.clone());
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o000)).expect("chmod 000");
+
+    if fs::read_dir(&dir).is_err() {
+        // Unprivileged: the permission check applies to us.
+        let err = open_err(&dir);
+        assert!(matches!(err, StoreError::Unreadable { .. }), "{err:?}");
+        assert_names(&err, &dir);
+        return;
+    }
+
+    // Running as root, which reads anything: check from a child running as `nobody`.
+    let exe = std::env::current_exe().expect("current exe");
+    let spawned = Command::new(exe)
+        .args([
+            "--exact",
+            "child_opens_unreadable_store",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(UNREADABLE_ENV, &dir)
+        .uid(65534)
+        .gid(65534)
+        .output();
+    let output = match spawned {
+        Ok(output) => output,
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("cannot run a child as uid 65534 to test permissions: {e}")
+        }
+        Err(e) => {
+            println!("SKIPPED: cannot run a child as uid 65534 to test permissions ({e})");
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // libtest prints the test's name on the same line, before the child's own output.
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("REFUSED: ").map(|(_, r)| r))
+        .unwrap_or_else(|| {
+            panic!(
+                "the child did not report a refusal:\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    assert!(output.status.success(), "the child failed:\n{stdout}");
+    assert!(
+        line.contains(&dir.display().to_string()) && line.contains("ermission"),
+        "{line}"
+    );
+    drop(guard);
+}
+
+/// Helper process of `refuses_an_unreadable_directory`; does nothing useful on its own.
+#[test]
+#[ignore = "helper process for refuses_an_unreadable_directory"]
+fn child_opens_unreadable_store() {
+    let dir = std::env::var_os(UNREADABLE_ENV).expect("run by refuses_an_unreadable_directory");
+    match common::open(Path::new(&dir)) {
+        Ok(_) => panic!("the unreadable store opened"),
+        Err(e @ StoreError::Unreadable { .. }) => println!("REFUSED: {e}"),
+        Err(e) => panic!("wrong error for an unreadable store: {e:?}"),
+    }
+}
+
+/// Gives the directory its permissions back so the tempdir can be removed, even on failure.
+struct RestoreMode(PathBuf);
+
+impl Drop for RestoreMode {
+    fn drop(&mut self) {
+        let _ = fs::set_permissions(&self.0, fs::Permissions::from_mode(0o755));
+    }
+}
+
+#[test]
+fn refuses_a_log_purged_beyond_the_applied_state() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("raft");
+    runtime().block_on(async {
+        let (mut log, mut sm) = common::open(&dir).expect("open");
+        log.blocking_append((1..=5).map(|i| entry(2, i)))
+            .await
+            .expect("append");
+        sm.apply((1..=3).map(|i| entry(2, i))).await.expect("apply");
+        log.purge(log_id(2, 5)).await.expect("purge");
+    });
+    let err = open_err(&dir);
+    assert!(
+        matches!(&err, StoreError::Corrupt { key, .. } if key == "meta/last_purged"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("lost"), "{err}");
+}
