@@ -70,3 +70,72 @@ pub async fn run_arbiter(path: &Path, role: Role) -> ExitCode {
         }
     }
 }
+
+/// Runs the agent of a management node for the config at `path`, with its lease guard.
+pub async fn run_agent(path: &Path) -> ExitCode {
+    let config = match load_config(path, Role::Management) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let listener = match bind(&config).await {
+        Ok(listener) => listener,
+        Err(code) => return code,
+    };
+    let guard_command = match std::env::current_exe() {
+        Ok(exe) => Some((
+            exe,
+            vec![
+                "guard".to_string(),
+                "--config".to_string(),
+                path.display().to_string(),
+            ],
+        )),
+        Err(e) => {
+            eprintln!("cannot find this program to start the lease guard: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let options = crate::agent::AgentOptions {
+        run: crate::arbiter::RunOptions::default(),
+        guard_command,
+    };
+    match crate::agent::run(config, listener, shutdown_signal(), options).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "stopped");
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the lease guard for the config at `path`: reads the agent's arm/disarm lines on
+/// standard input and, when an armed deadline passes, drops the VIP and kills MySQL (and
+/// fences Dummy resources) by itself.
+pub async fn run_guard(path: &Path) -> ExitCode {
+    let config = match load_config(path, Role::Management) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runner: std::sync::Arc<dyn crate::resources::runner::CommandRunner> =
+        std::sync::Arc::new(crate::resources::runner::SystemRunner);
+    // Front of the group first: clients lose the VIP before MySQL is killed.
+    let fence: Vec<_> = config
+        .group
+        .resources
+        .iter()
+        .rev()
+        .filter(|r| matches!(r.kind(), "vip" | "mysql" | "dummy"))
+        .map(|r| r.build(runner.clone()))
+        .collect();
+    let settings = crate::guard::GuardSettings {
+        node: config.me().map(|m| m.name.clone()).unwrap_or_default(),
+        pet_interval: std::time::Duration::from_millis(config.guard.pet_interval_ms),
+        ..crate::guard::GuardSettings::default()
+    };
+    let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let outcome =
+        crate::guard::run_guard(stdin, fence, config.guard.watchdog_device.clone(), settings).await;
+    tracing::info!(fences = outcome.fences.len(), exit = ?outcome.exit, "lease guard exits");
+    ExitCode::SUCCESS
+}

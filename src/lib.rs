@@ -20,6 +20,7 @@
 //! [`arbiter`] runs one Raft voter with its gRPC server; [`resources`] holds the resource
 //! agents; [`cli`] is `quoratectl`.
 
+pub mod agent;
 pub mod arbiter;
 pub mod cli;
 pub mod config;

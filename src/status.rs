@@ -45,3 +45,55 @@ pub struct MemberStatus {
     /// Index of the last entry it applied.
     pub applied_index: Option<u64>,
 }
+
+/// What this node's own loops note down for the admin service: facts openraft does not keep.
+#[derive(Debug, Default)]
+pub struct NodeNotes {
+    /// Why this node is waiting, if it is (set by bootstrap).
+    pub waiting: std::sync::Mutex<Option<String>>,
+    /// The agent's latest view of its own group, on a management node.
+    pub agent: std::sync::Mutex<Option<AgentNote>>,
+}
+
+impl NodeNotes {
+    /// Sets or clears the waiting reason; returns true when it changed.
+    pub fn set_waiting(&self, reason: Option<String>) -> bool {
+        match self.waiting.lock() {
+            Ok(mut current) if *current != reason => {
+                *current = reason;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The waiting reason, if any.
+    pub fn waiting(&self) -> Option<String> {
+        self.waiting.lock().ok().and_then(|w| w.clone())
+    }
+
+    /// Replaces the agent's note.
+    pub fn set_agent(&self, note: AgentNote) {
+        if let Ok(mut agent) = self.agent.lock() {
+            *agent = Some(note);
+        }
+    }
+
+    /// The agent's note, if this node runs an agent.
+    pub fn agent(&self) -> Option<AgentNote> {
+        self.agent.lock().ok().and_then(|a| a.clone())
+    }
+}
+
+/// A management node's agent, as it last saw itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentNote {
+    /// The agent's latest decision, as a sentence.
+    pub reason: String,
+    /// The epoch of the lease this node holds, if it holds one.
+    pub lease_epoch: Option<u64>,
+    /// When that lease ends, on this process's clock (milliseconds).
+    pub lease_until: Option<u64>,
+    /// Each resource of the group in start order, with its state as last monitored.
+    pub resources: Vec<(String, String)>,
+}

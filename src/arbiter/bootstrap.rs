@@ -19,9 +19,9 @@ use crate::config::{Config, RaftTiming};
 use crate::consensus::is_pristine;
 use crate::consensus::network::Faults;
 use crate::consensus::types::{NodeId, Raft, Role};
-use crate::rpc::admin::NodeNotes;
 use crate::rpc::pb;
 use crate::rpc::peer::{AppendGate, ClientTimeouts, Identity, PeerClient};
+use crate::status::NodeNotes;
 
 /// How often a pristine node asks its peers about their stores.
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);

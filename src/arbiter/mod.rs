@@ -26,8 +26,9 @@ use crate::config::Config;
 use crate::consensus::network::{Faults, Network};
 use crate::consensus::store::{self, AppliedState, StoreIdentity};
 use crate::consensus::types::{NodeId, Raft};
-use crate::rpc::admin::{AdminService, NodeNotes};
+use crate::rpc::admin::AdminService;
 use crate::rpc::peer::{AppendGate, ClientTimeouts, Identity, PeerService};
+use crate::status::NodeNotes;
 use ownership::Ownership;
 use propose::Proposer;
 
@@ -46,7 +47,7 @@ pub enum ArbiterError {
 }
 
 /// Options for tests; production uses the default.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     /// Links to cut on purpose.
     pub faults: Option<Arc<Faults>>,

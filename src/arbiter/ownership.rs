@@ -26,6 +26,19 @@ use crate::core::leader::{self, LeaderAction, LeaderInput};
 use crate::core::time::{Millis, Timing};
 use crate::core::view::{self, FenceHook, PeerHealth};
 
+/// Why a report did not renew a lease.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    /// This node could not decide: it does not lead, or could not confirm its quorum. The
+    /// asker keeps its lease until it runs out and asks again.
+    #[error("{0}")]
+    Undecided(String),
+    /// The leader confirmed its quorum and the asker is not the owner under that epoch: the
+    /// asker must stop trusting its lease at once.
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// What this leader knows that is not in the replicated state. Reset on every new term.
 #[derive(Debug, Default)]
 struct LeaderBook {
@@ -93,8 +106,8 @@ impl Ownership {
         from: NodeId,
         renew_epoch: u64,
         healthy: bool,
-    ) -> Result<bool, String> {
-        let term = self.current_leader_term()?;
+    ) -> Result<bool, ReportError> {
+        let term = self.current_leader_term().map_err(ReportError::Undecided)?;
         self.note_heard(term, from, healthy);
         if renew_epoch == 0 {
             return Ok(false);
@@ -103,8 +116,16 @@ impl Ownership {
         // after the owner took its t0, and no other leader can have been elected since.
         let timeout = Duration::from_millis(self.timing.lease_ms / 2);
         match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
-            Err(_) => return Err("the leader could not confirm a quorum in time".into()),
-            Ok(Err(e)) => return Err(format!("the leader could not confirm a quorum: {e}")),
+            Err(_) => {
+                return Err(ReportError::Undecided(
+                    "the leader could not confirm a quorum in time".into(),
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err(ReportError::Undecided(format!(
+                    "the leader could not confirm a quorum: {e}"
+                )))
+            }
             Ok(Ok(_)) => {}
         }
         let now = clock::now_ceiling();
@@ -112,9 +133,14 @@ impl Ownership {
         let view = cluster_view(&state.state, &self.members);
         match leader::answer_renewal(&view, &self.timing, now, view::NodeId(from), renew_epoch) {
             Ok(until) => {
-                let mut book = self.book.lock().map_err(|_| "leader book poisoned")?;
+                let mut book = self
+                    .book
+                    .lock()
+                    .map_err(|_| ReportError::Undecided("leader book poisoned".into()))?;
                 if book.term.map(|(t, _)| t) != Some(term) {
-                    return Err("leadership changed during the renewal".into());
+                    return Err(ReportError::Undecided(
+                        "leadership changed during the renewal".into(),
+                    ));
                 }
                 let entry = book
                     .granted_until
@@ -123,7 +149,7 @@ impl Ownership {
                 *entry = (*entry).max(until);
                 Ok(true)
             }
-            Err(refusal) => Err(refusal.to_string()),
+            Err(refusal) => Err(ReportError::Refused(refusal.to_string())),
         }
     }
 

@@ -1,23 +1,41 @@
 //! `quorate-agent`: the arbiter of a management node. It votes in Raft and, when this node
-//! owns the resource group, runs it.
+//! owns the resource group, runs it. `quorate-agent guard` is the lease guard child process
+//! the agent starts for itself.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// Runs the quorate agent of a management node.
 #[derive(Debug, Parser)]
 #[command(name = "quorate-agent", version, about)]
 struct Args {
     /// This node's config file (TOML).
-    #[arg(long, short = 'c')]
-    config: PathBuf,
+    #[arg(long, short = 'c', global = true)]
+    config: Option<PathBuf>,
+    /// Without a subcommand: run the agent.
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// The lease guard (started by the agent itself; reads arm/disarm lines on stdin).
+    #[command(hide = true)]
+    Guard,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     quorate::telemetry::init_logging();
-    quorate::daemon::run_arbiter(&args.config, quorate::consensus::types::Role::Management).await
+    let Some(config) = args.config else {
+        eprintln!("quorate-agent: --config FILE is required");
+        return ExitCode::from(2);
+    };
+    match args.command {
+        None => quorate::daemon::run_agent(&config).await,
+        Some(Sub::Guard) => quorate::daemon::run_guard(&config).await,
+    }
 }

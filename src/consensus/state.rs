@@ -105,6 +105,9 @@ pub struct NodeMarks {
     pub outdated: bool,
     /// Failed starts of the resource group on this node since the last reset.
     pub fail_count: u32,
+    /// The epoch of the last failure counted, so one epoch counts at most once.
+    #[serde(default)]
+    pub last_failed_epoch: Option<u64>,
 }
 
 /// The current owner of the resource group and its fencing token.
@@ -275,6 +278,10 @@ impl ClusterState {
             }
             Command::RecordFailure { node, epoch } => {
                 let marks = self.nodes.entry(node).or_default();
+                if marks.last_failed_epoch == Some(epoch) {
+                    return Ok(None);
+                }
+                marks.last_failed_epoch = Some(epoch);
                 marks.fail_count = marks.fail_count.saturating_add(1);
                 Ok(Some(format!(
                     "node {node} failed to run the group (epoch {epoch}); fail count {}",
@@ -405,6 +412,9 @@ mod tests {
         let before = s.history.len();
         s.apply(5, &req(Command::SetPaused { paused: true }));
         assert_eq!(s.history.len(), before);
+        // The same epoch counts once, however often it is proposed.
+        s.apply(6, &req(Command::RecordFailure { node: 1, epoch: 1 }));
+        assert_eq!(s.marks(1).fail_count, 1);
         for i in 0..(HISTORY_LIMIT as u64 + 10) {
             s.apply(10 + i, &req(Command::RecordFailure { node: 2, epoch: i }));
         }

@@ -266,6 +266,44 @@ impl ResourceGroup {
         Ok(())
     }
 
+    /// Recovers in place: stops `name` and every resource after it (reverse order), then starts
+    /// them again in order. The resources before `name` keep running. A failed start rolls back
+    /// only the restarted part.
+    pub async fn restart_from(&self, name: &str, ctx: &ActionContext) -> Result<(), GroupError> {
+        let _serial = self.actions.lock().await;
+        self.admit("restart", ctx)?;
+        let from = self
+            .agents
+            .iter()
+            .position(|a| a.name() == name)
+            .unwrap_or(0);
+        tracing::info!(group = %self.name, resource = name, epoch = ctx.epoch, "restarting in place");
+        for agent in self.agents[from..].iter().rev() {
+            if let Err(cause) = self.stop_one(agent.as_ref(), ctx).await {
+                return Err(GroupError::StopFailed {
+                    group: self.name.clone(),
+                    cause,
+                });
+            }
+        }
+        for (index, agent) in self.agents.iter().enumerate().skip(from) {
+            if let Err(cause) = self.start_one(agent.as_ref(), ctx).await {
+                let mut rollback_failures = Vec::new();
+                for done in self.agents[from..=index].iter().rev() {
+                    if let Err(e) = self.stop_one(done.as_ref(), ctx).await {
+                        rollback_failures.push(e);
+                    }
+                }
+                return Err(GroupError::StartFailed {
+                    group: self.name.clone(),
+                    cause,
+                    rollback_failures,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Hard-stops every resource in reverse order, going on past failures and listing them.
     pub async fn fence(&self, ctx: &ActionContext) -> Result<(), GroupError> {
         self.admit("fence", ctx)?;

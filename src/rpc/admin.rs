@@ -13,34 +13,10 @@ use tonic::{Request, Response, Status};
 use super::pb::{self, admin_client, admin_server};
 use super::peer::lazy_channel;
 use crate::consensus::types::{Member, NodeId, Raft};
-use crate::status::{ClusterStatus, MemberStatus};
+use crate::status::{ClusterStatus, MemberStatus, NodeNotes};
 
 /// How long `Status` waits for each other member.
 const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_millis(700);
-
-/// State the admin service reads that openraft does not keep.
-#[derive(Default)]
-pub struct NodeNotes {
-    /// Why this node is waiting, if it is (set by bootstrap).
-    pub waiting: std::sync::Mutex<Option<String>>,
-}
-
-impl NodeNotes {
-    /// Sets or clears the waiting reason; returns true when it changed.
-    pub fn set_waiting(&self, reason: Option<String>) -> bool {
-        match self.waiting.lock() {
-            Ok(mut current) if *current != reason => {
-                *current = reason;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn waiting(&self) -> Option<String> {
-        self.waiting.lock().ok().and_then(|w| w.clone())
-    }
-}
 
 /// Serves the admin API of one member.
 pub struct AdminService {

@@ -14,7 +14,7 @@ use tonic::{Code, Request, Response, Status};
 
 use super::pb::{self, peer_client, peer_server};
 use super::{decode, encode, MAX_MESSAGE_BYTES};
-use crate::arbiter::ownership::Ownership;
+use crate::arbiter::ownership::{Ownership, ReportError};
 use crate::consensus::state::{Request as Proposal, Response as Outcome};
 use crate::consensus::types::{NodeId, Raft};
 
@@ -248,10 +248,12 @@ impl peer_server::Peer for PeerService {
             Ok(granted) => pb::ReportReply {
                 granted,
                 refused: String::new(),
+                definitive: false,
             },
-            Err(refused) => pb::ReportReply {
+            Err(e) => pb::ReportReply {
                 granted: false,
-                refused,
+                definitive: matches!(e, ReportError::Refused(_)),
+                refused: e.to_string(),
             },
         };
         Ok(Response::new(reply))
@@ -359,14 +361,14 @@ impl PeerClient {
     }
 
     /// Reports to the peer (the leader); `renew_epoch > 0` asks for a lease. `Ok(Ok(granted))`
-    /// when the leader answered, `Ok(Err(why))` when it refused the renewal.
+    /// when the leader answered, `Ok(Err(why))` when it did not renew the lease.
     pub async fn report(
         &mut self,
         renew_epoch: u64,
         healthy: bool,
         health_reason: &str,
         timeout: Duration,
-    ) -> Result<Result<bool, String>, CallError> {
+    ) -> Result<Result<bool, ReportError>, CallError> {
         let mut request = Request::new(pb::ReportRequest {
             envelope: Some(self.identity.envelope_to(self.target)),
             renew_epoch,
@@ -381,8 +383,10 @@ impl PeerClient {
                 let reply = reply.into_inner();
                 if reply.refused.is_empty() {
                     Ok(Ok(reply.granted))
+                } else if reply.definitive {
+                    Ok(Err(ReportError::Refused(reply.refused)))
                 } else {
-                    Ok(Err(reply.refused))
+                    Ok(Err(ReportError::Undecided(reply.refused)))
                 }
             }
         }

@@ -6,12 +6,48 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use quorate::agent::{Agent, AgentOptions};
 use quorate::arbiter::{Arbiter, RunOptions};
 use quorate::config::Config;
 use quorate::consensus::network::Faults;
 use tokio::net::TcpListener;
 
 use super::{config_toml, eventually};
+
+/// One in-process member: an agent on a management node, a bare arbiter on the witness.
+pub enum Member {
+    /// A management node's agent (with its arbiter).
+    Agent(Box<Agent>),
+    /// The witness's arbiter.
+    Arbiter(Arbiter),
+}
+
+impl Member {
+    /// The arbiter underneath.
+    pub fn arbiter(&self) -> &Arbiter {
+        match self {
+            Member::Agent(agent) => agent.arbiter(),
+            Member::Arbiter(arbiter) => arbiter,
+        }
+    }
+
+    /// The Raft handle.
+    pub fn raft(&self) -> &quorate::consensus::types::Raft {
+        self.arbiter().raft()
+    }
+
+    /// Notes for the admin service.
+    pub fn notes(&self) -> &Arc<quorate::status::NodeNotes> {
+        self.arbiter().notes()
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Member::Agent(agent) => agent.shutdown().await.expect("agent shutdown"),
+            Member::Arbiter(arbiter) => arbiter.shutdown().await.expect("arbiter shutdown"),
+        }
+    }
+}
 
 /// A running (or partly stopped) in-process cluster.
 pub struct TestCluster {
@@ -21,7 +57,8 @@ pub struct TestCluster {
     pub ports: [u16; 3],
     /// Links cut on purpose.
     pub faults: Arc<Faults>,
-    nodes: BTreeMap<u64, Arbiter>,
+    nodes: BTreeMap<u64, Member>,
+    with_agents: bool,
 }
 
 impl TestCluster {
@@ -33,6 +70,16 @@ impl TestCluster {
     /// Writes all three configs but starts only the members in `ids`; the others can be
     /// started later with [`TestCluster::restart`].
     pub async fn start_some(ids: &[u64]) -> TestCluster {
+        Self::start_with_options(ids, false).await
+    }
+
+    /// Starts all three members, the management nodes as agents each with a Dummy resource
+    /// group whose starts and stops go to one shared ledger (`ledger_path`).
+    pub async fn start_with_agents() -> TestCluster {
+        Self::start_with_options(&[1, 2, 3], true).await
+    }
+
+    async fn start_with_options(ids: &[u64], with_agents: bool) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut listeners = Vec::new();
         for _ in 0..3 {
@@ -48,11 +95,20 @@ impl TestCluster {
             ports,
             faults: Faults::new(),
             nodes: BTreeMap::new(),
+            with_agents,
         };
         for (i, listener) in listeners.into_iter().enumerate() {
             let id = i as u64 + 1;
-            std::fs::write(cluster.config_path(id), config_toml("test", id, &ports, ""))
-                .expect("write config");
+            let extra = if with_agents && id != 3 {
+                dummy_group(cluster.dir.path(), id)
+            } else {
+                String::new()
+            };
+            std::fs::write(
+                cluster.config_path(id),
+                config_toml("test", id, &ports, &extra),
+            )
+            .expect("write config");
             if ids.contains(&id) {
                 cluster.start_with(id, listener).await;
             }
@@ -74,16 +130,86 @@ impl TestCluster {
 
     async fn start_with(&mut self, id: u64, listener: TcpListener) {
         let config = Config::load(&self.config_path(id)).expect("load config");
-        let arbiter = Arbiter::start(
-            &config,
-            listener,
-            RunOptions {
-                faults: Some(self.faults.clone()),
-            },
-        )
-        .await
-        .expect("start arbiter");
-        self.nodes.insert(id, arbiter);
+        let run = RunOptions {
+            faults: Some(self.faults.clone()),
+        };
+        let member = if self.with_agents && id != 3 {
+            let options = AgentOptions {
+                run,
+                guard_command: None,
+            };
+            Member::Agent(Box::new(
+                Agent::start(&config, listener, options)
+                    .await
+                    .expect("start agent"),
+            ))
+        } else {
+            Member::Arbiter(
+                Arbiter::start(&config, listener, run)
+                    .await
+                    .expect("start arbiter"),
+            )
+        };
+        self.nodes.insert(id, member);
+    }
+
+    /// The shared ledger of every Dummy start and stop.
+    pub fn ledger_path(&self) -> PathBuf {
+        self.dir.path().join("ledger.jsonl")
+    }
+
+    /// The Dummy state file of node `id` (it exists while the Dummy runs there).
+    pub fn dummy_state(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}/dummy.state"))
+    }
+
+    /// The Dummy fault directory of node `id`.
+    pub fn fault_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}/faults"))
+    }
+
+    /// The nodes whose Dummy runs right now.
+    pub fn holders(&self) -> Vec<u64> {
+        [1u64, 2]
+            .into_iter()
+            .filter(|id| self.dummy_state(*id).exists())
+            .collect()
+    }
+
+    /// The committed owner and epoch as node `id` applied them.
+    pub fn owner_seen_by(&self, id: u64) -> Option<(u64, u64)> {
+        let applied = self.node(id).arbiter().applied();
+        let owner = applied.borrow().state.owner;
+        owner.map(|o| (o.node, o.epoch))
+    }
+
+    /// Checks the shared ledger: no two nodes ever held the group at once, and epochs never
+    /// went backwards. Returns the holding intervals.
+    pub fn assert_ledger_clean(&self) -> Vec<quorate::resources::ledger::HoldingInterval> {
+        let events =
+            quorate::resources::ledger::read_ledger(&self.ledger_path()).unwrap_or_default();
+        let intervals = quorate::resources::ledger::holding_intervals(events.iter());
+        quorate::resources::ledger::assert_no_overlap(&intervals);
+        let regressions = quorate::resources::ledger::epoch_regressions(events.iter());
+        assert!(
+            regressions.is_empty(),
+            "epochs went backwards: {regressions:?}"
+        );
+        intervals
+    }
+
+    /// Stops node `id` without any clean-up, like a crash of the whole node: Raft stops
+    /// answering, and its Dummy state file (the "running database") is removed as a power
+    /// cut would end it, with a ledger line saying so.
+    pub async fn power_off(&mut self, id: u64) {
+        if let Some(member) = self.nodes.remove(&id) {
+            match member {
+                Member::Agent(agent) => {
+                    agent.abandon().await;
+                }
+                Member::Arbiter(arbiter) => arbiter.shutdown().await.expect("shutdown"),
+            }
+        }
     }
 
     /// Starts node `id` again on its old port.
@@ -101,12 +227,12 @@ impl TestCluster {
     /// Stops node `id` (clean shutdown of Raft and the server).
     pub async fn stop(&mut self, id: u64) {
         if let Some(node) = self.nodes.remove(&id) {
-            node.shutdown().await.expect("shutdown");
+            node.shutdown().await;
         }
     }
 
-    /// The running arbiter `id`.
-    pub fn node(&self, id: u64) -> &Arbiter {
+    /// The running member `id`.
+    pub fn node(&self, id: u64) -> &Member {
         self.nodes.get(&id).expect("node is running")
     }
 
@@ -148,4 +274,13 @@ impl TestCluster {
             self.stop(id).await;
         }
     }
+}
+
+/// The `[group]` section of a management node's config in an agent cluster: one Dummy.
+fn dummy_group(dir: &std::path::Path, id: u64) -> String {
+    let node_dir = dir.join(format!("node{id}"));
+    std::fs::create_dir_all(node_dir.join("faults")).expect("node dir");
+    format!(
+        "[guard]\nenabled = false\n\n[group]\nstate_dir = \"node{id}/state\"\nmonitor_interval_ms = 100\n\n[[group.resources]]\nkind = \"dummy\"\nname = \"db\"\nstate_file = \"node{id}/dummy.state\"\nledger_file = \"ledger.jsonl\"\nfault_dir = \"node{id}/faults\"\n"
+    )
 }

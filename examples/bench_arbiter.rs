@@ -1,0 +1,448 @@
+//! Benchmarks the two numbers that decide how fast quorate reacts: how long the cluster is
+//! without a Raft leader after the leader's process dies, and how long one replicated,
+//! durable commit takes.
+//!
+//! `cargo build --release --bins && cargo run --release --example bench_arbiter -- [--runs N]
+//! [--commits M] [--out FILE]` prints one JSON object (also written to FILE):
+//!
+//! - `leader_failover`: three real release binaries (two `quorate-agent`, one
+//!   `quorate-witness`) on free loopback ports, configs and data in a fresh temp dir, default
+//!   Raft timing (reported under `raft_timing`). Each run waits until all three members answer
+//!   `quoratectl status --json` with the same leader and every member reachable, SIGKILLs the
+//!   leader's process group, and measures from just before the kill until `quoratectl
+//!   --endpoint <survivor> leader` (the two survivors polled in turn, ~10 ms apart, 30 s
+//!   deadline) names a member other than the killed one. The killed node is restarted before
+//!   the next run, so one cluster serves every run. The figure includes openraft's election
+//!   timeout (a follower waits `election_timeout_min..max` ms of silence and then refuses to
+//!   vote for as long after last hearing from a leader), one vote round trip with fsyncs, and
+//!   the polling resolution: `probe_ms` is what one `quoratectl leader` call costs on its own
+//!   (process start + gRPC connect), so a sample is late by up to `probe_ms` + 10 ms.
+//! - `commit_latency`: an in-process three-node cluster (library API, sled stores in a temp
+//!   dir with quorate's fsync, gRPC on loopback), M sequential `client_write` of a small Noop
+//!   on the leader after 10 unmeasured warm-up writes. One sample is the time until the entry
+//!   is durable on a majority, committed and applied on the leader.
+//!
+//! Latencies are in milliseconds: p50 and p99 by nearest rank, min, max, mean. `machine` says
+//! where the numbers come from; on a shared or small machine the tails mostly measure the
+//! neighbours, so compare runs only from the same machine and the same disk (the temp dir).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use quorate::arbiter::{Arbiter, RunOptions};
+use quorate::config::Config;
+use quorate::consensus::state::{Command as RaftCommand, Request};
+use serde_json::{json, Value};
+
+/// Command-line options of the benchmark.
+#[derive(Debug, Parser)]
+#[command(about = "Measure quorate's leader failover time and commit latency")]
+struct Args {
+    /// Leader kills to measure.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Sequential commits to measure.
+    #[arg(long, default_value_t = 500)]
+    commits: usize,
+    /// Also write the JSON result to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Member ids, names and the binary each one runs.
+const MEMBERS: [(u64, &str, &str, &str); 3] = [
+    (1, "node1", "management", "quorate-agent"),
+    (2, "node2", "management", "quorate-agent"),
+    (3, "witness", "witness", "quorate-witness"),
+];
+/// How long any one wait (stable cluster, new leader) may take before the benchmark gives up.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bins = binaries_dir()?;
+    eprintln!(
+        "leader failover: {} runs with binaries from {}",
+        args.runs,
+        bins.display()
+    );
+    let failover = leader_failover(&bins, args.runs)?;
+    eprintln!("commit latency: {} commits", args.commits);
+    let runtime = tokio::runtime::Runtime::new()?;
+    let commits = runtime.block_on(commit_latency(args.commits))?;
+    let result = json!({
+        "machine": machine(),
+        "leader_failover": failover,
+        "commit_latency": commits,
+    });
+    let text = serde_json::to_string_pretty(&result)?;
+    println!("{text}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, format!("{text}\n"))
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// The directory holding the release binaries: the example's own target profile directory.
+fn binaries_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow::anyhow!("cannot find the target dir above {}", exe.display()))?;
+    for name in ["quorate-agent", "quorate-witness", "quoratectl"] {
+        if !dir.join(name).is_file() {
+            anyhow::bail!(
+                "{name} is missing from {}: run `cargo build --release --bins` first, with the \
+                 same CARGO_TARGET_DIR as this example",
+                dir.display()
+            );
+        }
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// p50/p99 (nearest rank), min, max and mean of `samples`, in milliseconds.
+fn summary(samples: &[Duration]) -> Value {
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    if ms.is_empty() {
+        return json!({ "count": 0 });
+    }
+    let rank = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+    let round = |v: f64| (v * 1000.0).round() / 1000.0;
+    json!({
+        "count": ms.len(),
+        "p50_ms": round(rank(0.50)),
+        "p99_ms": round(rank(0.99)),
+        "min_ms": round(ms[0]),
+        "max_ms": round(ms[ms.len() - 1]),
+        "mean_ms": round(ms.iter().sum::<f64>() / ms.len() as f64),
+    })
+}
+
+/// Where the numbers were taken.
+fn machine() -> Value {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string());
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": cpu,
+        "kernel_release": read("/proc/sys/kernel/osrelease").trim(),
+        "build_profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "temp_dir": std::env::temp_dir(),
+    })
+}
+
+/// The TOML config of member `id` for a cluster listening on `ports` (default timing).
+fn config_toml(cluster: &str, id: u64, ports: &[u16; 3]) -> String {
+    let name = MEMBERS[(id - 1) as usize].1;
+    let mut text = format!("cluster = \"{cluster}\"\nnode_id = {id}\ndata_dir = \"data/{name}\"\n");
+    for ((member, name, role, _), port) in MEMBERS.iter().zip(ports) {
+        text.push_str(&format!(
+            "\n[[members]]\nid = {member}\nname = \"{name}\"\naddress = \"127.0.0.1:{port}\"\nrole = \"{role}\"\n"
+        ));
+    }
+    text
+}
+
+/// Binds three loopback listeners and returns them with their ports.
+fn bind_three() -> anyhow::Result<(Vec<std::net::TcpListener>, [u16; 3])> {
+    let listeners = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ports = [0u16; 3];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok((listeners, ports))
+}
+
+/// A daemon in its own process group; the whole group is SIGKILLed and reaped on drop.
+struct Daemon {
+    child: Child,
+    reaped: bool,
+}
+
+impl Daemon {
+    /// SIGKILLs the process group (the node "loses power") and reaps the daemon, once: after
+    /// the reap the id may belong to someone else.
+    fn kill(&mut self) {
+        if self.reaped {
+            return;
+        }
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) with a negative pid signals only the group this daemon leads; the
+        // daemon is not reaped yet, so the id is still ours.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = self.child.wait();
+        self.reaped = true;
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three real daemons from configs in a temp dir; every daemon dies with this value.
+struct ProcessCluster {
+    daemons: [Option<Daemon>; 3],
+    ports: [u16; 3],
+    bins: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl ProcessCluster {
+    fn start(bins: &Path) -> anyhow::Result<ProcessCluster> {
+        let dir = tempfile::tempdir()?;
+        let (listeners, ports) = bind_three()?;
+        drop(listeners);
+        for (id, name, _, _) in MEMBERS {
+            std::fs::write(
+                dir.path().join(format!("{name}.toml")),
+                config_toml("bench", id, &ports),
+            )?;
+        }
+        let mut cluster = ProcessCluster {
+            daemons: [None, None, None],
+            ports,
+            bins: bins.into(),
+            dir,
+        };
+        for (id, _, _, _) in MEMBERS {
+            cluster.spawn(id)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts member `id` once its port can be bound again.
+    fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
+        let (_, name, _, binary) = MEMBERS[(id - 1) as usize];
+        let port = self.ports[(id - 1) as usize];
+        poll(
+            &format!("port {port} to be free"),
+            Duration::from_millis(10),
+            || {
+                std::net::TcpListener::bind(("127.0.0.1", port))
+                    .ok()
+                    .map(drop)
+            },
+        )?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))?;
+        let child = std::os::unix::process::CommandExt::process_group(
+            Command::new(self.bins.join(binary))
+                .arg("--config")
+                .arg(self.dir.path().join(format!("{name}.toml")))
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log),
+            0,
+        )
+        .spawn()?;
+        self.daemons[(id - 1) as usize] = Some(Daemon {
+            child,
+            reaped: false,
+        });
+        Ok(())
+    }
+
+    /// `quoratectl --endpoint <member id> ARGS`; stdout on success.
+    fn ctl(&self, id: u64, args: &[&str]) -> Option<String> {
+        let endpoint = format!("127.0.0.1:{}", self.ports[(id - 1) as usize]);
+        let out = Command::new(self.bins.join("quoratectl"))
+            .args(["--endpoint", &endpoint, "--timeout-ms", "1000"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Waits until all three members name the same leader and see every member reachable;
+    /// returns the leader's name.
+    fn wait_stable(&self) -> anyhow::Result<String> {
+        poll(
+            "all three members to agree on a leader",
+            Duration::from_millis(50),
+            || {
+                let mut leaders = Vec::new();
+                for (id, _, _, _) in MEMBERS {
+                    let status: Value =
+                        serde_json::from_str(&self.ctl(id, &["status", "--json"])?).ok()?;
+                    let members = status["members"].as_array()?;
+                    if members.len() != 3 || members.iter().any(|m| m["reachable"] != true) {
+                        return None;
+                    }
+                    leaders.push(status["leader"].as_str()?.to_string());
+                }
+                leaders
+                    .iter()
+                    .all(|l| *l == leaders[0])
+                    .then(|| leaders[0].clone())
+            },
+        )
+    }
+
+    /// The last lines of every member's log, for an error report.
+    fn log_tails(&self) -> String {
+        let mut out = String::new();
+        for (_, name, _, _) in MEMBERS {
+            let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+                .unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!(
+                "--- {name} ---\n{}\n",
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            ));
+        }
+        out
+    }
+}
+
+/// Calls `check` every `every` until it returns `Some`, or fails after [`DEADLINE`].
+fn poll<T>(what: &str, every: Duration, mut check: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check() {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("timed out after {DEADLINE:?} waiting for {what}");
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Kills the leader `runs` times and measures until a survivor names a new one.
+fn leader_failover(bins: &Path, runs: usize) -> anyhow::Result<Value> {
+    let mut cluster = ProcessCluster::start(bins)?;
+    let timing = Config::load(&cluster.dir.path().join("node1.toml"))?.raft;
+    let with_logs =
+        |e: anyhow::Error, c: &ProcessCluster| anyhow::anyhow!("{e}\n{}", c.log_tails());
+    cluster.wait_stable().map_err(|e| with_logs(e, &cluster))?;
+
+    // What one poll costs on its own, to read the failover numbers against.
+    let mut probes = Vec::new();
+    for _ in 0..10 {
+        let start = Instant::now();
+        cluster
+            .ctl(1, &["leader"])
+            .ok_or_else(|| anyhow::anyhow!("quoratectl leader failed"))?;
+        probes.push(start.elapsed());
+    }
+
+    let mut samples = Vec::new();
+    let mut detail = Vec::new();
+    for run in 0..runs {
+        let old = cluster.wait_stable().map_err(|e| with_logs(e, &cluster))?;
+        let killed = MEMBERS
+            .iter()
+            .find(|m| m.1 == old)
+            .map(|m| m.0)
+            .ok_or_else(|| anyhow::anyhow!("status names an unknown leader {old:?}"))?;
+        let survivors: Vec<u64> = MEMBERS
+            .iter()
+            .map(|m| m.0)
+            .filter(|id| *id != killed)
+            .collect();
+        let start = Instant::now();
+        if let Some(daemon) = cluster.daemons[(killed - 1) as usize].as_mut() {
+            daemon.kill();
+        }
+        let mut turn = 0;
+        let new = poll(
+            "a survivor to name a new leader",
+            Duration::from_millis(10),
+            || {
+                turn += 1;
+                let answer = cluster.ctl(survivors[turn % 2], &["leader"])?;
+                (!answer.is_empty() && answer != old).then_some(answer)
+            },
+        )
+        .map_err(|e| with_logs(e, &cluster))?;
+        let elapsed = start.elapsed();
+        eprintln!(
+            "run {:>2}: killed {old}, {new} leads after {elapsed:.1?}",
+            run + 1
+        );
+        samples.push(elapsed);
+        detail.push(
+            json!({ "killed": old, "new_leader": new, "ms": elapsed.as_secs_f64() * 1000.0 }),
+        );
+        cluster.daemons[(killed - 1) as usize] = None;
+        cluster.spawn(killed)?;
+    }
+    Ok(json!({
+        "summary": summary(&samples),
+        "probe_ms": summary(&probes),
+        "raft_timing": {
+            "heartbeat_interval_ms": timing.heartbeat_interval_ms,
+            "election_timeout_min_ms": timing.election_timeout_min_ms,
+            "election_timeout_max_ms": timing.election_timeout_max_ms,
+        },
+        "runs": detail,
+    }))
+}
+
+/// Times `commits` sequential Noop writes on the leader of an in-process cluster.
+async fn commit_latency(commits: usize) -> anyhow::Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let (listeners, ports) = bind_three()?;
+    let mut nodes = Vec::new();
+    for ((id, name, _, _), listener) in MEMBERS.into_iter().zip(listeners) {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, config_toml("bench-commit", id, &ports))?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        nodes.push(Arbiter::start(&Config::load(&path)?, listener, RunOptions::default()).await?);
+    }
+    let deadline = Instant::now() + DEADLINE;
+    let leader = loop {
+        let seen = nodes[0].raft().metrics().borrow().current_leader;
+        if let Some(node) = seen.and_then(|id| nodes.iter().find(|n| n.node_id() == id)) {
+            if node.raft().metrics().borrow().state == openraft::ServerState::Leader {
+                break node;
+            }
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("no leader in the in-process cluster after {DEADLINE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let request = || Request {
+        command: RaftCommand::Noop,
+        requested_by: "bench".into(),
+        reason: "commit latency sample".into(),
+        at_unix_ms: 0,
+    };
+    for _ in 0..10 {
+        leader.raft().client_write(request()).await?;
+    }
+    let mut samples = Vec::with_capacity(commits);
+    for _ in 0..commits {
+        let start = Instant::now();
+        leader.raft().client_write(request()).await?;
+        samples.push(start.elapsed());
+    }
+    let leader_name = MEMBERS[(leader.node_id() - 1) as usize].1;
+    for node in nodes {
+        node.shutdown().await?;
+    }
+    Ok(json!({ "summary": summary(&samples), "leader": leader_name, "warmup_commits": 10 }))
+}

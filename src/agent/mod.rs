@@ -1,0 +1,293 @@
+//! The agent of a management node: an arbiter plus the resource side.
+//!
+//! Beside the Raft voter it runs four tasks: the renewer (reports to the leader and renews
+//! the lease when this node owns the group), the monitor (looks at every resource every
+//! `monitor_interval`), the reconciler (the observe-decide-act loop) and, in production, a
+//! guard child process that fences by itself when the agent stops renewing. On a clean
+//! shutdown an owner stops its group in order and commits `Released`, so the other node can
+//! take over at once instead of waiting out the lease.
+
+pub mod lease;
+pub mod reconcile;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Mutex, Notify};
+use tokio::task::JoinHandle;
+
+use crate::arbiter::view::cluster_view;
+use crate::arbiter::{Arbiter, ArbiterError, RunOptions};
+use crate::config::Config;
+use crate::consensus::state::Command;
+use crate::consensus::types::NodeId;
+use crate::core::view::{self, ResourceState, ResourceStatus};
+use crate::guard::GuardHandle;
+use crate::resources::agent::ActionContext;
+use crate::resources::group::ResourceGroup;
+use crate::resources::runner::SystemRunner;
+use lease::{Lease, Renewer};
+use reconcile::{core_status, Reconciler};
+
+/// Why an agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The arbiter (store, Raft, server) failed.
+    #[error(transparent)]
+    Arbiter(#[from] ArbiterError),
+    /// The resource group cannot be set up (for example its state directory).
+    #[error("resource group: {0}")]
+    Group(String),
+    /// The guard process could not be started.
+    #[error("lease guard: {0}")]
+    Guard(String),
+}
+
+/// How the agent starts its guard, if at all.
+#[derive(Clone, Debug, Default)]
+pub struct AgentOptions {
+    /// Options for the arbiter.
+    pub run: RunOptions,
+    /// The guard's program and arguments (normally `quorate-agent guard --config FILE`).
+    /// `None`: no guard (in-process tests).
+    pub guard_command: Option<(PathBuf, Vec<String>)>,
+}
+
+/// A running agent.
+pub struct Agent {
+    arbiter: Arbiter,
+    group: Arc<ResourceGroup>,
+    lease: watch::Receiver<Option<Lease>>,
+    guard: Option<Arc<Mutex<GuardHandle>>>,
+    tasks: Vec<JoinHandle<()>>,
+    config: Config,
+}
+
+impl Agent {
+    /// Starts the arbiter and the agent's tasks.
+    pub async fn start(
+        config: &Config,
+        listener: TcpListener,
+        options: AgentOptions,
+    ) -> Result<Agent, AgentError> {
+        let agents: Vec<_> = config
+            .group
+            .resources
+            .iter()
+            .map(|r| r.build(Arc::new(SystemRunner)))
+            .collect();
+        std::fs::create_dir_all(&config.group.state_dir).map_err(|e| {
+            AgentError::Group(format!(
+                "cannot create state_dir {}: {e}",
+                config.group.state_dir.display()
+            ))
+        })?;
+        let group = Arc::new(
+            ResourceGroup::new("group", agents, &config.group.state_dir)
+                .map_err(|e| AgentError::Group(e.to_string()))?,
+        );
+        let problems = group.validate();
+        for problem in &problems {
+            tracing::error!(%problem, "resource group problem: this node will not take ownership");
+        }
+        let guard = match &options.guard_command {
+            Some((program, args)) if config.guard.enabled => Some(Arc::new(Mutex::new(
+                GuardHandle::spawn(program, args).map_err(|e| AgentError::Guard(e.to_string()))?,
+            ))),
+            _ => None,
+        };
+
+        let arbiter = Arbiter::start(config, listener, options.run).await?;
+        let members = config.membership();
+        let timing = config.timing();
+        let me = members
+            .get(&config.node_id)
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let (lease_tx, lease_rx) = watch::channel(None);
+        let (healthy_tx, healthy_rx) = watch::channel(problems.is_empty());
+        let initial: Vec<ResourceStatus> = group
+            .resource_names()
+            .into_iter()
+            .map(|name| ResourceStatus {
+                name,
+                state: ResourceState::Unknown,
+            })
+            .collect();
+        let (monitored_tx, monitored_rx) = watch::channel(initial);
+        let monitor_now = Arc::new(Notify::new());
+
+        let renewer = Renewer {
+            raft: arbiter.raft().clone(),
+            me: config.node_id,
+            members: members.clone(),
+            timing: timing.clone(),
+            interval: Duration::from_millis(config.lease.renew_interval_ms),
+            applied: arbiter.applied(),
+            ownership: arbiter.ownership().clone(),
+            identity: arbiter.identity().clone(),
+            lease: lease_tx,
+            healthy: healthy_rx,
+            guard: guard.clone(),
+        };
+        let reconciler = Reconciler {
+            me: config.node_id,
+            name: me,
+            members,
+            timing,
+            applied: arbiter.applied(),
+            lease: lease_rx.clone(),
+            monitored: monitored_rx,
+            monitor_now: monitor_now.clone(),
+            group: group.clone(),
+            proposer: arbiter.proposer().clone(),
+            notes: arbiter.notes().clone(),
+            guard: guard.clone(),
+        };
+        let tasks = vec![
+            tokio::spawn(renewer.run()),
+            tokio::spawn(monitor(
+                group.clone(),
+                monitored_tx,
+                monitor_now,
+                Duration::from_millis(config.group.monitor_interval_ms),
+            )),
+            tokio::spawn(reconciler.run()),
+            tokio::spawn(async move {
+                // Keeps the health channel open for the renewer; health is fixed at start-up.
+                healthy_tx.closed().await;
+            }),
+        ];
+        Ok(Agent {
+            arbiter,
+            group,
+            lease: lease_rx,
+            guard,
+            tasks,
+            config: config.clone(),
+        })
+    }
+
+    /// The arbiter underneath.
+    pub fn arbiter(&self) -> &Arbiter {
+        &self.arbiter
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.arbiter.node_id()
+    }
+
+    /// Stops the agent. An owner first stops its group in order and commits `Released`
+    /// (bounded by a timeout), so the other node takes over without waiting for the lease.
+    pub async fn shutdown(self) -> Result<(), AgentError> {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.hand_over().await;
+        if let Some(guard) = self.guard {
+            if let Ok(guard) = Arc::try_unwrap(guard) {
+                let _ = guard.into_inner().close().await;
+            }
+        }
+        self.arbiter.shutdown().await?;
+        Ok(())
+    }
+
+    /// Test support for a power cut: the agent's tasks stop at once, the resources die
+    /// where they stand (recorded as a fence at the last epoch acted on), and the arbiter
+    /// stops without releasing anything.
+    pub async fn abandon(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let ctx = ActionContext {
+            epoch: self.group.last_epoch(),
+            node: self.config.me().map(|m| m.name.clone()).unwrap_or_default(),
+        };
+        let _ = self.group.fence(&ctx).await;
+        let _ = self.arbiter.shutdown().await;
+    }
+
+    async fn hand_over(&self) {
+        let state = self.arbiter.applied().borrow().clone();
+        let view = cluster_view(&state.state, &self.config.membership());
+        let Some(owner) = crate::core::node::renewal_due(
+            view::NodeId(self.config.node_id),
+            view::Role::Management,
+            &view,
+        ) else {
+            return;
+        };
+        let ctx = ActionContext {
+            epoch: owner.epoch,
+            node: self.config.me().map(|m| m.name.clone()).unwrap_or_default(),
+        };
+        tracing::info!(
+            epoch = owner.epoch,
+            "shutting down: stopping the group and releasing"
+        );
+        let stopped = tokio::time::timeout(Duration::from_secs(60), self.group.stop(&ctx)).await;
+        if !matches!(stopped, Ok(Ok(()))) {
+            tracing::error!("the group did not stop cleanly; fencing");
+            let _ = self.group.fence(&ctx).await;
+        }
+        let request = crate::consensus::state::Request {
+            command: Command::Release {
+                node: self.config.node_id,
+                epoch: owner.epoch,
+            },
+            requested_by: format!("node {}", ctx.node),
+            reason: "the agent is shutting down".into(),
+            at_unix_ms: crate::arbiter::ownership::unix_ms(),
+        };
+        match self.arbiter.proposer().propose(request).await {
+            Ok(_) => tracing::info!(epoch = owner.epoch, "released the group"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not commit the release; the lease will run out")
+            }
+        }
+        if let Some(guard) = &self.guard {
+            let _ = guard.lock().await.disarm(owner.epoch).await;
+        }
+        let _ = self.lease.borrow();
+    }
+}
+
+/// Monitors every resource every `interval`, or at once when asked.
+async fn monitor(
+    group: Arc<ResourceGroup>,
+    out: watch::Sender<Vec<ResourceStatus>>,
+    now: Arc<Notify>,
+    interval: Duration,
+) {
+    loop {
+        let states: Vec<ResourceStatus> =
+            group.monitor_all().await.iter().map(core_status).collect();
+        out.send_if_modified(|current| {
+            let changed = *current != states;
+            *current = states;
+            changed
+        });
+        tokio::select! {
+            _ = now.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Runs an agent until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    options: AgentOptions,
+) -> Result<(), AgentError> {
+    let agent = Agent::start(&config, listener, options).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    agent.shutdown().await
+}

@@ -1,0 +1,314 @@
+//! The node's observe-decide-act loop.
+//!
+//! Observe: the committed state, this node's lease and the last monitor results. Decide:
+//! [`crate::core::node::decide`], a pure function. Act: hand the ordered actions to an
+//! executor task, so a slow start or stop never blocks the loop; only a fence may pre-empt a
+//! running action. The loop wakes on every input change and at the decision's `wake_at`, so
+//! a lease that runs out is acted on at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Mutex, Notify};
+use tokio::task::JoinHandle;
+
+use super::lease::Lease;
+use crate::arbiter::clock;
+use crate::arbiter::ownership::unix_ms;
+use crate::arbiter::propose::Proposer;
+use crate::arbiter::view::cluster_view;
+use crate::consensus::state::{Command, Request};
+use crate::consensus::store::AppliedState;
+use crate::consensus::types::{Member, NodeId};
+use crate::core::node::{self, NodeAction, NodeInput};
+use crate::core::time::Timing;
+use crate::core::view::{self, ResourceState, ResourceStatus};
+use crate::guard::GuardHandle;
+use crate::resources::agent::{self, ActionContext};
+use crate::resources::group::ResourceGroup;
+use crate::status::{AgentNote, NodeNotes};
+
+/// Everything the loop reads and drives.
+pub struct Reconciler {
+    /// This node.
+    pub me: NodeId,
+    /// This node's name.
+    pub name: String,
+    /// The members.
+    pub members: std::collections::BTreeMap<NodeId, Member>,
+    /// Lease and supervision settings.
+    pub timing: Timing,
+    /// The committed state.
+    pub applied: watch::Receiver<Arc<AppliedState>>,
+    /// This node's lease.
+    pub lease: watch::Receiver<Option<Lease>>,
+    /// The last monitor results, in start order.
+    pub monitored: watch::Receiver<Vec<ResourceStatus>>,
+    /// Asks the monitor for a fresh look now.
+    pub monitor_now: Arc<Notify>,
+    /// The group.
+    pub group: Arc<ResourceGroup>,
+    /// Commits `Released` and failure counts.
+    pub proposer: Arc<Proposer>,
+    /// Where the loop notes what it does, for `status`.
+    pub notes: Arc<NodeNotes>,
+    /// The guard, when one runs.
+    pub guard: Option<Arc<Mutex<GuardHandle>>>,
+}
+
+/// What one batch of actions came to.
+struct Outcome {
+    /// The epoch of the batch.
+    epoch: u64,
+    /// Recoveries in place the batch used (failed starts, restarts).
+    recoveries: u32,
+}
+
+impl Reconciler {
+    /// Runs until the task is dropped.
+    pub async fn run(self) {
+        let mut applied = self.applied.clone();
+        let mut lease = self.lease.clone();
+        let mut monitored = self.monitored.clone();
+        let mut running: Option<(JoinHandle<Outcome>, bool)> = None;
+        let mut restarts: (u64, u32) = (0, 0);
+        let mut last_reason = String::new();
+        let mut disarmed: Option<u64> = None;
+        loop {
+            let state = self.applied.borrow().clone();
+            let view = cluster_view(&state.state, &self.members);
+            let current_lease = *self.lease.borrow();
+            let owner_epoch = view.owner.map(|o| o.epoch).unwrap_or(0);
+            if restarts.0 != owner_epoch {
+                restarts = (owner_epoch, 0);
+            }
+            let lease_until = current_lease
+                .filter(|l| Some(l.epoch) == view.owner.map(|o| o.epoch))
+                .map(|l| l.until);
+            let resources = self.monitored.borrow().clone();
+            let now = clock::now();
+            let input = NodeInput {
+                me: view::NodeId(self.me),
+                role: view::Role::Management,
+                now,
+                view: &view,
+                timing: &self.timing,
+                lease_until,
+                resources: &resources,
+                executor_busy: running.is_some(),
+                restarts_in_place: restarts.1,
+            };
+            let decision = node::decide(&input);
+            let text = decision.reason.to_string();
+            if text != last_reason {
+                tracing::info!(
+                    epoch = owner_epoch,
+                    code = ?decision.code(),
+                    lease_ms = lease_until.map(|u| now.until(u)),
+                    "{text}"
+                );
+                last_reason = text.clone();
+            }
+            self.notes.set_agent(AgentNote {
+                reason: text,
+                lease_epoch: current_lease.map(|l| l.epoch),
+                lease_until: current_lease.map(|l| l.until.0),
+                resources: resources
+                    .iter()
+                    .map(|r| (r.name.clone(), state_text(&r.state)))
+                    .collect(),
+            });
+            if !decision.actions.is_empty() {
+                let fencing = decision
+                    .actions
+                    .iter()
+                    .all(|a| matches!(a, NodeAction::Fence { .. }));
+                match &running {
+                    None => running = Some((self.spawn(decision.actions), fencing)),
+                    Some((task, false)) if fencing => {
+                        tracing::warn!("fencing pre-empts the running action");
+                        task.abort();
+                        running = Some((self.spawn(decision.actions), true));
+                    }
+                    Some(_) => {}
+                }
+            }
+            self.maybe_disarm_guard(&view, &resources, current_lease, &mut disarmed)
+                .await;
+
+            let sleep = decision
+                .wake_at
+                .map(|at| clock::until(at).min(Duration::from_secs(1)))
+                .unwrap_or(Duration::from_secs(1));
+            tokio::select! {
+                changed = applied.changed() => if changed.is_err() { return },
+                changed = lease.changed() => if changed.is_err() { return },
+                changed = monitored.changed() => if changed.is_err() { return },
+                done = async { running.as_mut().map(|(t, _)| t).unwrap().await }, if running.is_some() => {
+                    running = None;
+                    if let Ok(outcome) = done {
+                        if outcome.epoch == restarts.0 {
+                            restarts.1 += outcome.recoveries;
+                        }
+                    }
+                    self.monitor_now.notify_one();
+                    // Let the monitor report before deciding again.
+                    let _ = tokio::time::timeout(Duration::from_millis(500), monitored.changed()).await;
+                }
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    /// Tells the guard this node holds nothing any more, once the group is fully stopped
+    /// and this node is not the owner.
+    async fn maybe_disarm_guard(
+        &self,
+        view: &view::ClusterView,
+        resources: &[ResourceStatus],
+        lease: Option<Lease>,
+        disarmed: &mut Option<u64>,
+    ) {
+        let Some(guard) = &self.guard else { return };
+        let Some(lease) = lease else { return };
+        let owner_here =
+            node::renewal_due(view::NodeId(self.me), view::Role::Management, view).is_some();
+        let all_stopped = resources
+            .iter()
+            .all(|r| matches!(r.state, ResourceState::Stopped));
+        if !owner_here && all_stopped && *disarmed != Some(lease.epoch) {
+            if let Err(e) = guard.lock().await.disarm(lease.epoch).await {
+                tracing::error!(error = %e, "cannot disarm the lease guard");
+            } else {
+                *disarmed = Some(lease.epoch);
+            }
+        }
+    }
+
+    fn spawn(&self, actions: Vec<NodeAction>) -> JoinHandle<Outcome> {
+        let group = self.group.clone();
+        let proposer = self.proposer.clone();
+        let me = self.me;
+        let name = self.name.clone();
+        tokio::spawn(async move { execute(actions, &group, &proposer, me, &name).await })
+    }
+}
+
+/// Carries out `actions` in order, stopping at the first that fails.
+async fn execute(
+    actions: Vec<NodeAction>,
+    group: &ResourceGroup,
+    proposer: &Proposer,
+    me: NodeId,
+    name: &str,
+) -> Outcome {
+    let mut outcome = Outcome {
+        epoch: 0,
+        recoveries: 0,
+    };
+    for action in actions {
+        let epoch = action_epoch(&action);
+        outcome.epoch = epoch;
+        let ctx = ActionContext {
+            epoch,
+            node: name.to_string(),
+        };
+        let result: Result<(), String> = match &action {
+            NodeAction::StartGroup { .. } => group.start(&ctx).await.map_err(|e| {
+                outcome.recoveries += 1;
+                e.to_string()
+            }),
+            NodeAction::StopGroup { .. } => group.stop(&ctx).await.map_err(|e| e.to_string()),
+            NodeAction::Fence { .. } => group.fence(&ctx).await.map_err(|e| e.to_string()),
+            NodeAction::RestartResource { name: resource, .. } => {
+                outcome.recoveries += 1;
+                group
+                    .restart_from(resource, &ctx)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            NodeAction::CommitReleased { .. } => {
+                propose(
+                    proposer,
+                    me,
+                    name,
+                    Command::Release { node: me, epoch },
+                    "the group is stopped in order",
+                )
+                .await
+            }
+            NodeAction::RecordFailure { .. } => {
+                propose(
+                    proposer,
+                    me,
+                    name,
+                    Command::RecordFailure { node: me, epoch },
+                    "the group could not be kept running here",
+                )
+                .await
+            }
+        };
+        match result {
+            Ok(()) => tracing::info!(epoch, action = ?action, "done"),
+            Err(error) => {
+                tracing::error!(epoch, action = ?action, %error, "action failed");
+                break;
+            }
+        }
+    }
+    outcome
+}
+
+async fn propose(
+    proposer: &Proposer,
+    me: NodeId,
+    name: &str,
+    command: Command,
+    reason: &str,
+) -> Result<(), String> {
+    let request = Request {
+        command,
+        requested_by: format!("node {name} ({me})"),
+        reason: reason.to_string(),
+        at_unix_ms: unix_ms(),
+    };
+    match proposer.propose(request).await {
+        Ok(response) => match response.refused {
+            None => Ok(()),
+            Some(why) => Err(format!("refused: {why}")),
+        },
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn action_epoch(action: &NodeAction) -> u64 {
+    match action {
+        NodeAction::StartGroup { epoch }
+        | NodeAction::StopGroup { epoch }
+        | NodeAction::Fence { epoch }
+        | NodeAction::RestartResource { epoch, .. }
+        | NodeAction::CommitReleased { epoch }
+        | NodeAction::RecordFailure { epoch } => *epoch,
+    }
+}
+
+fn state_text(state: &ResourceState) -> String {
+    match state {
+        ResourceState::Running => "running".into(),
+        ResourceState::Stopped => "stopped".into(),
+        ResourceState::Failed(why) => format!("failed: {why}"),
+        ResourceState::Unknown => "unknown".into(),
+    }
+}
+
+/// The core's picture of one monitor result.
+pub fn core_status(status: &crate::resources::group::ResourceStatus) -> ResourceStatus {
+    ResourceStatus {
+        name: status.resource.clone(),
+        state: match &status.state {
+            agent::ResourceState::Running => ResourceState::Running,
+            agent::ResourceState::Stopped => ResourceState::Stopped,
+            agent::ResourceState::Failed(why) => ResourceState::Failed(why.clone()),
+        },
+    }
+}
