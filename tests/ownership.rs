@@ -98,7 +98,7 @@ async fn an_isolated_owner_fences_itself_before_the_other_node_starts() {
     let owner = settled_owner(&cluster).await;
     let others: Vec<u64> = [1u64, 2, 3].into_iter().filter(|id| *id != owner).collect();
     cluster.faults.isolate(owner, &others);
-    let holder = eventually(
+    eventually(
         "the group to move away from the isolated owner",
         SETTLE,
         || async {
@@ -107,7 +107,6 @@ async fn an_isolated_owner_fences_itself_before_the_other_node_starts() {
         },
     )
     .await;
-    let _ = holder;
     let intervals = cluster.assert_ledger_clean();
     assert_eq!(intervals.len(), 2, "{intervals:?}");
     cluster.faults.heal();
