@@ -12,11 +12,13 @@
 //!   leader's process group, and measures from just before the kill until `quoratectl
 //!   --endpoint <survivor> leader` (the two survivors polled in turn, ~10 ms apart, 30 s
 //!   deadline) names a member other than the killed one. The killed node is restarted before
-//!   the next run, so one cluster serves every run. The figure includes openraft's election
-//!   timeout (a follower waits `election_timeout_min..max` ms of silence and then refuses to
-//!   vote for as long after last hearing from a leader), one vote round trip with fsyncs, and
-//!   the polling resolution: `probe_ms` is what one `quoratectl leader` call costs on its own
-//!   (process start + gRPC connect), so a sample is late by up to `probe_ms` + 10 ms.
+//!   the next run, so one cluster serves every run. openraft 0.9 lets a follower campaign only
+//!   `max + ET` after the last leader message (`max` = `election_timeout_max`, the lease in
+//!   which it refuses votes; ET drawn once per process from `min..max`), so expect
+//!   `raft_timing.expected_detection_ms` = [min+max, 2*max), plus up to one tick (1.5 x the
+//!   heartbeat interval), a vote round trip with fsyncs, and the polling resolution: `final_poll` is how long the `quoratectl leader` call that saw
+//!   the new leader took (process start, gRPC connect, the member asking its peers), so a
+//!   sample is late by at most that plus the 10 ms poll interval.
 //! - `commit_latency`: an in-process three-node cluster (library API, sled stores in a temp
 //!   dir with quorate's fsync, gRPC on loopback), M sequential `client_write` of a small Noop
 //!   on the leader after 10 unmeasured warm-up writes. One sample is the time until the entry
@@ -63,6 +65,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bins = binaries_dir()?;
+    let machine = machine();
     eprintln!(
         "leader failover: {} runs with binaries from {}",
         args.runs,
@@ -73,7 +76,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let commits = runtime.block_on(commit_latency(args.commits))?;
     let result = json!({
-        "machine": machine(),
+        "machine": machine,
+        "loadavg_at_end": loadavg(),
         "leader_failover": failover,
         "commit_latency": commits,
     });
@@ -105,22 +109,24 @@ fn binaries_dir() -> anyhow::Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
+/// `d` in milliseconds, rounded to the microsecond.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
 /// p50/p99 (nearest rank), min, max and mean of `samples`, in milliseconds.
 fn summary(samples: &[Duration]) -> Value {
-    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-    ms.sort_by(f64::total_cmp);
-    if ms.is_empty() {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let n = sorted.len();
+    if n == 0 {
         return json!({ "count": 0 });
     }
-    let rank = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
-    let round = |v: f64| (v * 1000.0).round() / 1000.0;
+    let rank = |p: f64| ms(sorted[((p * n as f64).ceil() as usize).clamp(1, n) - 1]);
+    let total: Duration = sorted.iter().sum();
     json!({
-        "count": ms.len(),
-        "p50_ms": round(rank(0.50)),
-        "p99_ms": round(rank(0.99)),
-        "min_ms": round(ms[0]),
-        "max_ms": round(ms[ms.len() - 1]),
-        "mean_ms": round(ms.iter().sum::<f64>() / ms.len() as f64),
+        "count": n, "p50_ms": rank(0.50), "p99_ms": rank(0.99), "min_ms": ms(sorted[0]),
+        "max_ms": ms(sorted[n - 1]), "mean_ms": ms(total / n as u32),
     })
 }
 
@@ -137,8 +143,18 @@ fn machine() -> Value {
         "cpu": cpu,
         "kernel_release": read("/proc/sys/kernel/osrelease").trim(),
         "build_profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "loadavg_at_start": loadavg(),
         "temp_dir": std::env::temp_dir(),
     })
+}
+
+/// The 1, 5 and 15 minute load averages: other work on the machine skews every number here.
+fn loadavg() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The TOML config of member `id` for a cluster listening on `ports` (default timing).
@@ -228,14 +244,15 @@ impl ProcessCluster {
     fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
         let (_, name, _, binary) = MEMBERS[(id - 1) as usize];
         let port = self.ports[(id - 1) as usize];
+        let free = || {
+            std::net::TcpListener::bind(("127.0.0.1", port))
+                .ok()
+                .map(drop)
+        };
         poll(
             &format!("port {port} to be free"),
             Duration::from_millis(10),
-            || {
-                std::net::TcpListener::bind(("127.0.0.1", port))
-                    .ok()
-                    .map(drop)
-            },
+            free,
         )?;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -337,64 +354,57 @@ fn leader_failover(bins: &Path, runs: usize) -> anyhow::Result<Value> {
         |e: anyhow::Error, c: &ProcessCluster| anyhow::anyhow!("{e}\n{}", c.log_tails());
     cluster.wait_stable().map_err(|e| with_logs(e, &cluster))?;
 
-    // What one poll costs on its own, to read the failover numbers against.
-    let mut probes = Vec::new();
-    for _ in 0..10 {
-        let start = Instant::now();
-        cluster
-            .ctl(1, &["leader"])
-            .ok_or_else(|| anyhow::anyhow!("quoratectl leader failed"))?;
-        probes.push(start.elapsed());
-    }
-
-    let mut samples = Vec::new();
-    let mut detail = Vec::new();
+    let (mut samples, mut final_polls, mut detail) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {
         let old = cluster.wait_stable().map_err(|e| with_logs(e, &cluster))?;
-        let killed = MEMBERS
-            .iter()
-            .find(|m| m.1 == old)
-            .map(|m| m.0)
-            .ok_or_else(|| anyhow::anyhow!("status names an unknown leader {old:?}"))?;
-        let survivors: Vec<u64> = MEMBERS
-            .iter()
-            .map(|m| m.0)
-            .filter(|id| *id != killed)
-            .collect();
+        let Some(&(killed, ..)) = MEMBERS.iter().find(|m| m.1 == old) else {
+            anyhow::bail!("status names an unknown leader {old:?}");
+        };
+        let survivors: Vec<u64> = (1..=3).filter(|id| *id != killed).collect();
         let start = Instant::now();
         if let Some(daemon) = cluster.daemons[(killed - 1) as usize].as_mut() {
             daemon.kill();
         }
-        let mut turn = 0;
+        // The poll that saw the new leader took `last_poll` itself: the sample is late by at
+        // most that plus one poll interval.
+        let (mut polls, mut last_poll) = (0u32, Duration::ZERO);
         let new = poll(
             "a survivor to name a new leader",
             Duration::from_millis(10),
             || {
-                turn += 1;
-                let answer = cluster.ctl(survivors[turn % 2], &["leader"])?;
-                (!answer.is_empty() && answer != old).then_some(answer)
+                polls += 1;
+                let asked = Instant::now();
+                let answer = cluster.ctl(survivors[polls as usize % 2], &["leader"]);
+                last_poll = asked.elapsed();
+                answer.filter(|a| !a.is_empty() && *a != old)
             },
         )
         .map_err(|e| with_logs(e, &cluster))?;
         let elapsed = start.elapsed();
         eprintln!(
-            "run {:>2}: killed {old}, {new} leads after {elapsed:.1?}",
+            "run {:>2}: killed {old}, {new} leads after {elapsed:.1?} ({polls} polls)",
             run + 1
         );
         samples.push(elapsed);
-        detail.push(
-            json!({ "killed": old, "new_leader": new, "ms": elapsed.as_secs_f64() * 1000.0 }),
-        );
+        final_polls.push(last_poll);
+        detail.push(json!({
+            "killed": old, "new_leader": new, "ms": ms(elapsed),
+            "polls": polls, "last_poll_ms": ms(last_poll),
+        }));
         cluster.daemons[(killed - 1) as usize] = None;
         cluster.spawn(killed)?;
     }
     Ok(json!({
         "summary": summary(&samples),
-        "probe_ms": summary(&probes),
+        "final_poll": summary(&final_polls),
         "raft_timing": {
             "heartbeat_interval_ms": timing.heartbeat_interval_ms,
             "election_timeout_min_ms": timing.election_timeout_min_ms,
             "election_timeout_max_ms": timing.election_timeout_max_ms,
+            "expected_detection_ms": [
+                timing.election_timeout_min_ms + timing.election_timeout_max_ms,
+                2 * timing.election_timeout_max_ms,
+            ],
         },
         "runs": detail,
     }))

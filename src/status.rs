@@ -18,6 +18,20 @@ pub struct ClusterStatus {
     pub answered_by: String,
     /// Why the answering member waits, if it does (bootstrap, lost data).
     pub waiting: Option<String>,
+    /// The owner's member name, when a node owns the group.
+    pub owner: Option<String>,
+    /// The owner epoch (the fencing token); 0 when no node ever owned the group.
+    pub epoch: u64,
+    /// True when the owner released its epoch in order and a handoff is due.
+    pub released: bool,
+    /// What is left of the owner's lease, by the owner's own clock.
+    pub lease_remaining_ms: Option<u64>,
+    /// Maintenance mode: no automatic actions.
+    pub paused: bool,
+    /// A pending planned switchover: the target's name.
+    pub switchover_to: Option<String>,
+    /// The leader's latest ownership decision, as a sentence.
+    pub leader_says: Option<String>,
     /// Every member, in id order.
     pub members: Vec<MemberStatus>,
 }
@@ -44,6 +58,33 @@ pub struct MemberStatus {
     pub last_log_index: Option<u64>,
     /// Index of the last entry it applied.
     pub applied_index: Option<u64>,
+    /// An operator set it to standby: it never takes ownership.
+    pub standby: bool,
+    /// Its data may be stale: it is never promoted automatically.
+    pub outdated: bool,
+    /// Failed attempts to run the group there since the last reset.
+    pub fail_count: u32,
+    /// What its agent is doing, as a sentence (management nodes that answered).
+    pub doing: Option<String>,
+    /// Its resources in start order with their states (name, state).
+    pub resources: Vec<(String, String)>,
+    /// What is left of the lease it holds, by its own clock.
+    pub lease_remaining_ms: Option<u64>,
+}
+
+/// One line of the ownership and admin history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryLine {
+    /// Log index of the change.
+    pub index: u64,
+    /// The proposer's wall-clock time, milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// What happened.
+    pub what: String,
+    /// Why.
+    pub reason: String,
+    /// Who asked.
+    pub requested_by: String,
 }
 
 /// What this node's own loops note down for the admin service: facts openraft does not keep.

@@ -14,14 +14,31 @@ struct ProcessCluster {
     daemons: HashMap<u64, Daemon>,
 }
 
+/// The `[group]` of a management node: one Dummy in `dir/<name>/`, one shared ledger.
+fn dummy_group(name: &str) -> String {
+    format!(
+        "[group]\nstate_dir = \"{name}/state\"\nmonitor_interval_ms = 100\n\n[[group.resources]]\nkind = \"dummy\"\nname = \"db\"\nstate_file = \"{name}/db.state\"\nledger_file = \"ledger.jsonl\"\n"
+    )
+}
+
 impl ProcessCluster {
     fn start() -> ProcessCluster {
+        Self::start_with(false)
+    }
+
+    fn start_with(groups: bool) -> ProcessCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports = free_ports();
         let mut daemons = HashMap::new();
         for (id, name, role) in MEMBERS {
             let config = dir.path().join(format!("{name}.toml"));
-            std::fs::write(&config, config_toml("proc", id, &ports, "")).expect("config");
+            let extra = if groups && role == "management" {
+                std::fs::create_dir_all(dir.path().join(name)).expect("node dir");
+                dummy_group(name)
+            } else {
+                String::new()
+            };
+            std::fs::write(&config, config_toml("proc", id, &ports, &extra)).expect("config");
             let binary = if role == "witness" {
                 "quorate-witness"
             } else {
@@ -182,4 +199,98 @@ fn a_daemon_refuses_a_config_for_another_role() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("has role witness"), "{err}");
+}
+
+fn ctl(port: u16, args: &[&str]) -> std::process::Output {
+    let endpoint = format!("127.0.0.1:{port}");
+    let mut all = vec!["--endpoint", endpoint.as_str()];
+    all.extend_from_slice(args);
+    quoratectl(&all)
+}
+
+#[test]
+fn quoratectl_switches_over_refuses_with_reasons_and_keeps_history() {
+    let cluster = ProcessCluster::start_with(true);
+    let owner = eventually_blocking(
+        "an owner with its group up",
+        Duration::from_secs(30),
+        || {
+            let status = status_json(cluster.port(1))?;
+            let owner = status["owner"].as_str()?.to_string();
+            let running = status["members"].as_array()?.iter().any(|m| {
+                m["name"] == owner.as_str() && m["resources"][0][1].as_str() == Some("running")
+            });
+            running.then_some(owner)
+        },
+    );
+    let target = if owner == "node1" { "node2" } else { "node1" };
+
+    // Refusals name the reason and change nothing.
+    for (args, expect) in [
+        (vec!["switchover", "--to", "witness"], "witness"),
+        (vec!["switchover", "--to", owner.as_str()], "already owns"),
+        (vec!["switchover", "--to", "nobody"], "no member is named"),
+    ] {
+        let out = ctl(cluster.port(1), &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+    assert!(ctl(cluster.port(2), &["standby", target]).status.success());
+    let out = ctl(cluster.port(1), &["switchover", "--to", target]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("standby"));
+    assert!(ctl(cluster.port(1), &["unstandby", target])
+        .status
+        .success());
+    assert!(ctl(cluster.port(3), &["pause", "--reason", "maintenance"])
+        .status
+        .success());
+    let paused = status_json(cluster.port(2)).expect("status");
+    assert_eq!(paused["paused"], true);
+    let out = ctl(cluster.port(1), &["switchover", "--to", target]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("paused"));
+    assert!(ctl(cluster.port(1), &["resume"]).status.success());
+
+    // The switchover itself, followed step by step, asked through the witness.
+    let out = ctl(
+        cluster.port(3),
+        &["switchover", "--to", target, "--reason", "test"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("switchover done: {target} owns the group")),
+        "{text}"
+    );
+    let status = status_json(cluster.port(1)).expect("status");
+    assert_eq!(status["owner"], target);
+    assert!(status["epoch"].as_u64().unwrap() > 0);
+    assert!(status["lease_remaining_ms"].is_u64(), "{status}");
+    for member in status["members"].as_array().unwrap() {
+        assert!(member["standby"].is_boolean() && member["outdated"].is_boolean());
+        assert!(member["fail_count"].is_u64());
+    }
+
+    // The ledger shows the group moved without overlap, and the history tells the story.
+    let events = quorate::resources::ledger::read_ledger(&cluster.dir.path().join("ledger.jsonl"))
+        .expect("ledger");
+    let intervals = quorate::resources::ledger::holding_intervals(events.iter());
+    quorate::resources::ledger::assert_no_overlap(&intervals);
+    assert_eq!(intervals.len(), 2, "{intervals:?}");
+    let out = ctl(cluster.port(2), &["history"]);
+    let history = String::from_utf8_lossy(&out.stdout);
+    for expect in [
+        "switchover to node",
+        "released the group",
+        "ownership moved",
+        "cluster paused",
+        "maintenance",
+        "set to standby",
+    ] {
+        assert!(history.contains(expect), "missing {expect:?}:\n{history}");
+    }
 }

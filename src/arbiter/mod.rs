@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::consensus::network::{Faults, Network};
 use crate::consensus::store::{self, AppliedState, StoreIdentity};
 use crate::consensus::types::{NodeId, Raft};
-use crate::rpc::admin::AdminService;
+use crate::rpc::admin::{AdminContext, AdminService};
 use crate::rpc::peer::{AppendGate, ClientTimeouts, Identity, PeerService};
 use crate::status::NodeNotes;
 use ownership::Ownership;
@@ -120,13 +120,17 @@ impl Arbiter {
             ownership.clone(),
             gate.clone(),
         );
-        let admin = AdminService::new(
-            raft.clone(),
-            config.cluster.clone(),
-            config.node_id,
-            config.membership().into_iter().collect(),
-            notes.clone(),
-        );
+        let admin = AdminService::new(AdminContext {
+            raft: raft.clone(),
+            cluster: config.cluster.clone(),
+            node_id: config.node_id,
+            members: config.membership(),
+            notes: notes.clone(),
+            applied: applied.clone(),
+            proposer: proposer.clone(),
+            ownership: ownership.clone(),
+            migration_threshold: config.group.migration_threshold,
+        });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let incoming = TcpListenerStream::new(listener);
         let server = tokio::spawn(

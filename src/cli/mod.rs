@@ -3,6 +3,8 @@
 //! and a non-zero exit status, never a stack of debug output.
 
 mod check_config;
+mod history;
+mod operate;
 mod status;
 mod table;
 
@@ -51,6 +53,62 @@ pub enum Command {
         /// The config file to check.
         file: std::path::PathBuf,
     },
+    /// Planned switchover: the owner stops its group in order and releases it, then the
+    /// target starts it. Shows each step as it happens.
+    Switchover {
+        /// The management node that should own the group.
+        #[arg(long)]
+        to: String,
+        /// Why, for the history.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Give up watching after this many milliseconds (the switchover itself goes on).
+        #[arg(long, default_value_t = 120_000)]
+        wait_ms: u64,
+    },
+    /// Maintenance mode: nothing is started, restarted or moved (lease-loss fencing still
+    /// happens).
+    Pause {
+        /// Why, for the history.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Leave maintenance mode.
+    Resume {
+        /// Why, for the history.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Keep a management node from ever taking ownership.
+    Standby {
+        /// The node's name.
+        node: String,
+        /// Why, for the history.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Let a standby node take ownership again.
+    Unstandby {
+        /// The node's name.
+        node: String,
+        /// Why, for the history.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Clear a node's failure count, so it may be given the group again.
+    ResetFailures {
+        /// The node's name.
+        node: String,
+        /// Why, for the history.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Ownership changes and admin actions, oldest first.
+    History {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Parses the process arguments and runs the command.
@@ -83,6 +141,23 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Status { json } => status::status(&mut client, json).await,
         Command::Leader => status::leader(&mut client).await,
         Command::Term => status::term(&mut client).await,
+        Command::Switchover {
+            to,
+            reason,
+            wait_ms,
+        } => operate::switchover(&mut client, &to, &reason, Duration::from_millis(wait_ms)).await,
+        Command::Pause { reason } => operate::set_paused(&mut client, true, &reason).await,
+        Command::Resume { reason } => operate::set_paused(&mut client, false, &reason).await,
+        Command::Standby { node, reason } => {
+            operate::set_standby(&mut client, &node, true, &reason).await
+        }
+        Command::Unstandby { node, reason } => {
+            operate::set_standby(&mut client, &node, false, &reason).await
+        }
+        Command::ResetFailures { node, reason } => {
+            operate::reset_failures(&mut client, &node, &reason).await
+        }
+        Command::History { json } => history::history(&mut client, json).await,
         Command::CheckConfig { .. } => unreachable_command(),
     }
 }

@@ -56,18 +56,37 @@ pub async fn term(client: &mut AdminClient) -> ExitCode {
     }
 }
 
-/// The human-readable status: a header, then one row per member.
+/// The human-readable status: a header, one row per member, then what each agent does.
 pub fn render(status: &ClusterStatus) -> String {
     let mut out = String::new();
-    out.push_str(&format!("cluster:  {}\n", status.cluster));
-    out.push_str(&format!("term:     {}\n", status.term));
-    out.push_str(&format!(
-        "leader:   {}\n",
-        status.leader.as_deref().unwrap_or("none")
-    ));
-    out.push_str(&format!("answered: {}\n", status.answered_by));
+    let mut field = |name: &str, value: String| out.push_str(&format!("{name:<10}{value}\n"));
+    field("cluster:", status.cluster.clone());
+    field("term:", status.term.to_string());
+    field(
+        "leader:",
+        status.leader.clone().unwrap_or_else(|| "none".into()),
+    );
+    let owner = match (&status.owner, status.released) {
+        (Some(owner), false) => format!("{owner} (epoch {})", status.epoch),
+        (Some(owner), true) => format!("none ({owner} released epoch {})", status.epoch),
+        (None, _) => "none".into(),
+    };
+    field("owner:", owner);
+    if let Some(ms) = status.lease_remaining_ms {
+        field("lease:", format!("{ms} ms left"));
+    }
+    if status.paused {
+        field("paused:", "yes: no automatic actions".into());
+    }
+    if let Some(to) = &status.switchover_to {
+        field("pending:", format!("switchover to {to}"));
+    }
+    if let Some(says) = &status.leader_says {
+        field("decision:", says.clone());
+    }
+    field("answered:", status.answered_by.clone());
     if let Some(waiting) = &status.waiting {
-        out.push_str(&format!("waiting:  {waiting}\n"));
+        field("waiting:", waiting.clone());
     }
     out.push('\n');
     let mut table = Table::new(&[
@@ -80,9 +99,26 @@ pub fn render(status: &ClusterStatus) -> String {
         "LAST LOG",
         "APPLIED",
         "REACHABLE",
+        "MARKS",
+        "RESOURCES",
     ]);
     let index = |v: Option<u64>| v.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
     for m in &status.members {
+        let mut marks = Vec::new();
+        if m.standby {
+            marks.push("standby".to_string());
+        }
+        if m.outdated {
+            marks.push("outdated".to_string());
+        }
+        if m.fail_count > 0 {
+            marks.push(format!("failures={}", m.fail_count));
+        }
+        let resources: Vec<String> = m
+            .resources
+            .iter()
+            .map(|(name, state)| format!("{name}:{}", state.split(':').next().unwrap_or("")))
+            .collect();
         table.row(vec![
             m.id.to_string(),
             m.name.clone(),
@@ -97,8 +133,30 @@ pub fn render(status: &ClusterStatus) -> String {
             index(m.last_log_index),
             index(m.applied_index),
             if m.reachable { "yes" } else { "no" }.to_string(),
+            if marks.is_empty() {
+                "-".into()
+            } else {
+                marks.join(",")
+            },
+            if resources.is_empty() {
+                "-".into()
+            } else {
+                resources.join(" ")
+            },
         ]);
     }
     out.push_str(&table.render());
+    let doing: Vec<String> = status
+        .members
+        .iter()
+        .filter_map(|m| m.doing.as_ref().map(|d| format!("  {}: {d}", m.name)))
+        .collect();
+    if !doing.is_empty() {
+        out.push_str("\nagents:\n");
+        for line in doing {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
     out
 }

@@ -279,7 +279,8 @@ impl ResourceAgent for DummyAgent {
         check_parent("state_file", &self.config.state_file, &mut problems);
         check_parent("ledger_file", &self.config.ledger_file, &mut problems);
         if let Some(dir) = &self.config.fault_dir {
-            if !dir.is_dir() {
+            // A fault directory that does not exist yet simply has no knob switched on.
+            if dir.exists() && !dir.is_dir() {
                 problems.push(format!("fault_dir {} is not a directory", dir.display()));
             }
         }
