@@ -139,3 +139,19 @@ pub async fn run_guard(path: &Path) -> ExitCode {
     tracing::info!(fences = outcome.fences.len(), exit = ?outcome.exit, "lease guard exits");
     ExitCode::SUCCESS
 }
+
+/// Runs DRBD's fence-peer (`fence = true`) or unfence-peer handler for the config at `path`.
+/// DRBD passes the resource name in `DRBD_RESOURCE`.
+pub async fn run_drbd_handler(path: &Path, fence: bool, timeout_ms: u64) -> ExitCode {
+    let config = match load_config(path, Role::Management) {
+        Ok(config) => config,
+        Err(_) => return ExitCode::from(crate::agent::drbd_handler::FENCE_PEER_FAILED),
+    };
+    let resource = std::env::var("DRBD_RESOURCE").unwrap_or_else(|_| "unknown".into());
+    let timeout = std::time::Duration::from_millis(timeout_ms);
+    if fence {
+        crate::agent::drbd_handler::fence_peer(&config, &resource, timeout).await
+    } else {
+        crate::agent::drbd_handler::unfence_peer(&config, &resource, timeout).await
+    }
+}

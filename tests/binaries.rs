@@ -2,87 +2,10 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use support::procs::{quoratectl, status_json, Daemon};
+use support::procs::{ctl, quoratectl, status_json, ProcessCluster};
 use support::{config_toml, eventually_blocking, free_ports, MEMBERS};
-
-struct ProcessCluster {
-    dir: tempfile::TempDir,
-    ports: [u16; 3],
-    daemons: HashMap<u64, Daemon>,
-}
-
-/// The `[group]` of a management node: one Dummy in `dir/<name>/`, one shared ledger.
-fn dummy_group(name: &str) -> String {
-    format!(
-        "[group]\nstate_dir = \"{name}/state\"\nmonitor_interval_ms = 100\n\n[[group.resources]]\nkind = \"dummy\"\nname = \"db\"\nstate_file = \"{name}/db.state\"\nledger_file = \"ledger.jsonl\"\n"
-    )
-}
-
-impl ProcessCluster {
-    fn start() -> ProcessCluster {
-        Self::start_with(false)
-    }
-
-    fn start_with(groups: bool) -> ProcessCluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ports = free_ports();
-        let mut daemons = HashMap::new();
-        for (id, name, role) in MEMBERS {
-            let config = dir.path().join(format!("{name}.toml"));
-            let extra = if groups && role == "management" {
-                std::fs::create_dir_all(dir.path().join(name)).expect("node dir");
-                dummy_group(name)
-            } else {
-                String::new()
-            };
-            std::fs::write(&config, config_toml("proc", id, &ports, &extra)).expect("config");
-            let binary = if role == "witness" {
-                "quorate-witness"
-            } else {
-                "quorate-agent"
-            };
-            let log = dir.path().join(format!("{name}.log"));
-            daemons.insert(id, Daemon::start(binary, &config, &log));
-        }
-        ProcessCluster {
-            dir,
-            ports,
-            daemons,
-        }
-    }
-
-    fn port(&self, id: u64) -> u16 {
-        self.ports[(id - 1) as usize]
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for (_, name, _) in MEMBERS {
-            let path = self.dir.path().join(format!("{name}.log"));
-            out.push_str(&format!(
-                "--- {name} ---\n{}\n",
-                std::fs::read_to_string(path).unwrap_or_default()
-            ));
-        }
-        out
-    }
-
-    /// Waits until the member at `id` reports a leader, and returns the status.
-    fn status_with_leader(&self, id: u64, except: Option<&str>) -> serde_json::Value {
-        eventually_blocking(
-            "a leader in quoratectl status",
-            Duration::from_secs(20),
-            || {
-                let status = status_json(self.port(id))?;
-                let leader = status["leader"].as_str()?;
-                (Some(leader) != except).then_some(status)
-            },
-        )
-    }
-}
 
 #[test]
 fn three_binaries_form_a_cluster_and_fail_over_on_sigkill() {
@@ -201,13 +124,6 @@ fn a_daemon_refuses_a_config_for_another_role() {
     assert!(err.contains("has role witness"), "{err}");
 }
 
-fn ctl(port: u16, args: &[&str]) -> std::process::Output {
-    let endpoint = format!("127.0.0.1:{port}");
-    let mut all = vec!["--endpoint", endpoint.as_str()];
-    all.extend_from_slice(args);
-    quoratectl(&all)
-}
-
 #[test]
 fn quoratectl_switches_over_refuses_with_reasons_and_keeps_history() {
     let cluster = ProcessCluster::start_with(true);
@@ -293,4 +209,38 @@ fn quoratectl_switches_over_refuses_with_reasons_and_keeps_history() {
     ] {
         assert!(history.contains(expect), "missing {expect:?}:\n{history}");
     }
+}
+
+#[test]
+fn the_reference_configs_are_complete_and_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster-configs/reference");
+    for name in ["node-a", "node-b", "witness"] {
+        let file = dir.join(format!("{name}.toml"));
+        let out = quoratectl(&["check-config", file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for name in ["node-a", "node-b"] {
+        let config = quorate::config::Config::load(&dir.join(format!("{name}.toml"))).unwrap();
+        let kinds: Vec<&str> = config.group.resources.iter().map(|r| r.kind()).collect();
+        assert_eq!(kinds, ["drbd", "filesystem", "mysql", "vip"], "{name}");
+        assert!(config.guard.enabled);
+    }
+    // A typo inside a resource entry is an error that names the field.
+    let text = std::fs::read_to_string(dir.join("node-a.toml"))
+        .unwrap()
+        .replace("umount_attempts = 3", "umount_atempts = 3");
+    let tmp = tempfile::tempdir().unwrap();
+    let broken = tmp.path().join("broken.toml");
+    std::fs::write(&broken, text).unwrap();
+    let out = quoratectl(&["check-config", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("umount_atempts"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

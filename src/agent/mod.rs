@@ -7,6 +7,7 @@
 //! shutdown an owner stops its group in order and commits `Released`, so the other node can
 //! take over at once instead of waiting out the lease.
 
+pub mod drbd_handler;
 pub mod lease;
 pub mod reconcile;
 

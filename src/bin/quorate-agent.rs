@@ -24,6 +24,19 @@ enum Sub {
     /// The lease guard (started by the agent itself; reads arm/disarm lines on stdin).
     #[command(hide = true)]
     Guard,
+    /// DRBD fence-peer handler: mark the other management node outdated through the cluster.
+    /// Exit 4 when it is marked; 1 when it could not be (DRBD keeps I/O frozen).
+    FencePeer {
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+    },
+    /// DRBD unfence-peer handler: clear the other management node's outdated mark.
+    UnfencePeer {
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+    },
 }
 
 #[tokio::main]
@@ -37,5 +50,11 @@ async fn main() -> ExitCode {
     match args.command {
         None => quorate::daemon::run_agent(&config).await,
         Some(Sub::Guard) => quorate::daemon::run_guard(&config).await,
+        Some(Sub::FencePeer { timeout_ms }) => {
+            quorate::daemon::run_drbd_handler(&config, true, timeout_ms).await
+        }
+        Some(Sub::UnfencePeer { timeout_ms }) => {
+            quorate::daemon::run_drbd_handler(&config, false, timeout_ms).await
+        }
     }
 }

@@ -103,6 +103,23 @@ pub enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Mark a node's data as possibly stale: it is never given the group automatically.
+    MarkOutdated {
+        /// The node's name.
+        node: String,
+        /// Why, for the history.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Clear a node's outdated mark. This is the explicit, logged way to allow a node whose
+    /// data may be stale to take the group (for example at a cold start after a disaster).
+    ClearOutdated {
+        /// The node's name.
+        node: String,
+        /// Why, for the history (say who checked the data and how).
+        #[arg(long)]
+        reason: String,
+    },
     /// Ownership changes and admin actions, oldest first.
     History {
         /// Print JSON lines instead of a table.
@@ -156,6 +173,12 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::ResetFailures { node, reason } => {
             operate::reset_failures(&mut client, &node, &reason).await
+        }
+        Command::MarkOutdated { node, reason } => {
+            operate::set_outdated(&mut client, &node, true, &reason).await
+        }
+        Command::ClearOutdated { node, reason } => {
+            operate::set_outdated(&mut client, &node, false, &reason).await
         }
         Command::History { json } => history::history(&mut client, json).await,
         Command::CheckConfig { .. } => unreachable_command(),

@@ -52,6 +52,27 @@ pub async fn set_standby(
     }
 }
 
+/// `quoratectl mark-outdated NODE` / `clear-outdated NODE`.
+pub async fn set_outdated(
+    client: &mut AdminClient,
+    node: &str,
+    outdated: bool,
+    reason: &str,
+) -> ExitCode {
+    match client.set_outdated(node, outdated, reason).await {
+        Ok(index) => {
+            let word = if outdated {
+                "is marked outdated"
+            } else {
+                "is no longer marked outdated"
+            };
+            println!("{node} {word} (log index {index})");
+            ExitCode::SUCCESS
+        }
+        Err(e) => refused_or_failed(e),
+    }
+}
+
 /// `quoratectl reset-failures NODE`.
 pub async fn reset_failures(client: &mut AdminClient, node: &str, reason: &str) -> ExitCode {
     match client.reset_failures(node, reason).await {

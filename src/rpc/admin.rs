@@ -405,6 +405,30 @@ impl admin_server::Admin for AdminService {
             .await
     }
 
+    async fn set_outdated(
+        &self,
+        request: Request<pb::SetOutdatedRequest>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        let who = requester(&request);
+        let request = request.into_inner();
+        let (node, member) = self.member_by_name(&request.node)?;
+        if member.role != Role::Management {
+            return Err(Status::failed_precondition(format!(
+                "{} is a witness; it has no data to outdate",
+                member.name
+            )));
+        }
+        self.commit(
+            Command::SetOutdated {
+                node,
+                outdated: request.outdated,
+            },
+            request.reason,
+            who,
+        )
+        .await
+    }
+
     async fn history(
         &self,
         _request: Request<pb::HistoryRequest>,
@@ -549,6 +573,22 @@ impl AdminClient {
         });
         let mut client = self.client.clone();
         Ok(self.call(client.set_standby(request)).await?.index)
+    }
+
+    /// Sets or clears a node's outdated mark; returns the commit index.
+    pub async fn set_outdated(
+        &mut self,
+        node: &str,
+        outdated: bool,
+        reason: &str,
+    ) -> Result<u64, AdminError> {
+        let request = self.request(pb::SetOutdatedRequest {
+            node: node.to_string(),
+            outdated,
+            reason: reason.to_string(),
+        });
+        let mut client = self.client.clone();
+        Ok(self.call(client.set_outdated(request)).await?.index)
     }
 
     /// Clears a node's failure count; returns the commit index.

@@ -1,0 +1,484 @@
+//! Ownership under faults, in one process: two agents with Dummy groups and a witness, real
+//! Raft over loopback gRPC, links cut through the fault table, resource faults switched by the
+//! Dummy's knob files. Every scenario proves from the shared ledger that no two nodes ever
+//! held the group at once, and says where the group must end: on exactly one node, or on none
+//! where no node may hold it.
+//!
+//! The fault table cuts Raft messages only (see `quorate::consensus::network::Faults`); lease
+//! reports and forwarded proposals travel over their own peer clients and are never cut. The
+//! one-way partition scenarios therefore exercise one-way Raft partitions, not one-way loss of
+//! every message.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+use quorate::config::Config;
+use quorate::consensus::state::{ClusterState, Command, Request};
+use quorate::core::time::Timing;
+use quorate::resources::dummy::DummyFault;
+use quorate::resources::ledger::{self, LedgerAction, LedgerEvent};
+use support::cluster::TestCluster;
+use support::eventually;
+
+/// Time allowed for any one move of the group (elections, lease waits, starts).
+const SETTLE: Duration = Duration::from_secs(25);
+
+/// Logs to the test's captured output when `RUST_LOG` is set.
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// The lease settings the cluster runs with (every node has the same).
+fn timing(cluster: &TestCluster) -> Timing {
+    Config::load(&cluster.config_path(1))
+        .expect("node 1 config")
+        .timing()
+}
+
+/// Long enough for any lease granted before it started to have run out and for the leader's
+/// wait (`lease·(1+ρ) + fence_margin`) to have passed, plus one more lease for renewals.
+fn window(cluster: &TestCluster) -> Duration {
+    let t = timing(cluster);
+    Duration::from_millis(t.leader_lease_ms() + t.fence_margin_ms + t.lease_ms)
+}
+
+fn name(id: u64) -> String {
+    format!("node{id}")
+}
+
+fn other(id: u64) -> u64 {
+    if id == 1 {
+        2
+    } else {
+        1
+    }
+}
+
+fn request(command: Command) -> Request {
+    Request {
+        command,
+        requested_by: "test".into(),
+        reason: "test".into(),
+        at_unix_ms: 0,
+    }
+}
+
+/// The committed state as node `id` applied it.
+fn state_seen_by(cluster: &TestCluster, id: u64) -> ClusterState {
+    cluster.node(id).arbiter().applied().borrow().state.clone()
+}
+
+fn ledger_events(cluster: &TestCluster) -> Vec<LedgerEvent> {
+    ledger::read_ledger(&cluster.ledger_path()).expect("ledger readable")
+}
+
+fn leads(cluster: &TestCluster, id: u64) -> bool {
+    cluster.node(id).raft().metrics().borrow().state == ServerState::Leader
+}
+
+/// Waits until exactly one node holds the group and every running member agrees it owns it.
+async fn settled_owner(cluster: &TestCluster) -> u64 {
+    eventually("exactly one node to hold the group", SETTLE, || async {
+        let holders = cluster.holders();
+        let [holder] = holders[..] else { return None };
+        let agree = cluster
+            .running()
+            .iter()
+            .all(|id| cluster.owner_seen_by(*id).map(|(n, _)| n) == Some(holder));
+        agree.then_some(holder)
+    })
+    .await
+}
+
+/// Triggers elections on `id` until it leads and every running member follows it.
+async fn make_leader(cluster: &TestCluster, id: u64) {
+    let running = cluster.running();
+    eventually(&format!("node {id} to lead"), SETTLE, || async {
+        let followed = running
+            .iter()
+            .all(|n| cluster.node(*n).raft().metrics().borrow().current_leader == Some(id));
+        if leads(cluster, id) && followed {
+            return Some(());
+        }
+        if !leads(cluster, id) {
+            let raft = cluster.node(id).raft();
+            let _ = raft.trigger().elect().await;
+            // Give this election its chance before triggering the next one.
+            let _ = raft
+                .wait(Some(Duration::from_millis(600)))
+                .state(ServerState::Leader, "elected")
+                .await;
+        }
+        None
+    })
+    .await;
+}
+
+/// Waits until `leader` (leading) has granted `owner` a lease that is still running: the
+/// leader renews the owner in the current term.
+async fn renewed_by(cluster: &TestCluster, leader: u64, owner: u64) {
+    eventually(
+        &format!("leader {leader} to renew the lease of node {owner}"),
+        SETTLE,
+        || async {
+            let ownership = cluster.node(leader).arbiter().ownership();
+            (leads(cluster, leader)
+                && ownership
+                    .granted_remaining_ms(owner)
+                    .is_some_and(|ms| ms > 0))
+            .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Checks `check` every 20 ms for `window` and panics with its complaint at the first
+/// violation. For conditions that must *stay* true (nothing moves, nothing starts).
+async fn stays(what: &str, window: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + window;
+    while Instant::now() < deadline {
+        if let Err(why) = check() {
+            panic!("{what} stopped holding: {why}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The last ledger event of node `id`.
+fn last_event_of(events: &[LedgerEvent], id: u64) -> Option<&LedgerEvent> {
+    events.iter().rev().find(|e| e.node == name(id))
+}
+
+/// (a) The owner also leads Raft and is cut off from both peers: it cannot confirm a quorum,
+/// so its lease runs out and it fences itself; the other two elect a leader that waits out the
+/// old lease and gives the group to the other management node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_owner_that_leads_fences_and_the_other_node_takes_over() {
+    logs();
+    let cluster = TestCluster::start_with_agents().await;
+    let owner = settled_owner(&cluster).await;
+    let (_, epoch) = cluster.owner_seen_by(3).unwrap();
+    make_leader(&cluster, owner).await;
+    renewed_by(&cluster, owner, owner).await;
+    assert_eq!(
+        cluster.holders(),
+        vec![owner],
+        "leadership alone moved the group"
+    );
+    assert_eq!(cluster.owner_seen_by(3), Some((owner, epoch)));
+
+    let successor = other(owner);
+    cluster.faults.isolate(owner, &[successor, 3]);
+    eventually("the group to reach the other node", SETTLE, || async {
+        (cluster.holders() == vec![successor]).then_some(())
+    })
+    .await;
+    let intervals = cluster.assert_ledger_clean();
+    assert_eq!(intervals.len(), 2, "{intervals:?}");
+
+    // The old owner fenced (lease expiry, not an ordered stop) before the successor started.
+    let events = ledger_events(&cluster);
+    let fenced = last_event_of(&events, owner).expect("the old owner's events");
+    assert_eq!(fenced.action, LedgerAction::Fence, "{events:?}");
+    assert_eq!(fenced.epoch, epoch);
+    let started = last_event_of(&events, successor).expect("the successor's start");
+    assert_eq!(started.action, LedgerAction::Start);
+    assert!(started.epoch > epoch, "{events:?}");
+    assert!(fenced.mono_ns <= started.mono_ns, "{events:?}");
+    for id in [successor, 3] {
+        assert_eq!(cluster.owner_seen_by(id), Some((successor, started.epoch)));
+    }
+
+    // Healed, the old leader steps down, learns the new owner and stays stopped.
+    cluster.faults.heal();
+    assert_eq!(settled_owner(&cluster).await, successor);
+    let intervals = cluster.assert_ledger_clean();
+    assert_eq!(intervals.len(), 2, "{intervals:?}");
+    cluster.shutdown().await;
+}
+
+/// (b) The witness takes the leadership from the owner: the owner keeps renewing through the
+/// new leader and nothing moves, not even a restart of the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_witness_taking_the_lead_moves_nothing() {
+    logs();
+    let cluster = TestCluster::start_with_agents().await;
+    let owner = settled_owner(&cluster).await;
+    let (_, epoch) = cluster.owner_seen_by(3).unwrap();
+    // Start from the owner leading, so the witness takes the leadership away from it.
+    make_leader(&cluster, owner).await;
+    make_leader(&cluster, 3).await;
+    assert!(!leads(&cluster, owner));
+    renewed_by(&cluster, 3, owner).await;
+
+    stays(
+        "the group on the owner under the same epoch",
+        window(&cluster),
+        || {
+            let holders = cluster.holders();
+            if holders != vec![owner] {
+                return Err(format!("holders are {holders:?}"));
+            }
+            for id in [1, 2, 3] {
+                let seen = cluster.owner_seen_by(id);
+                if seen != Some((owner, epoch)) {
+                    return Err(format!("node {id} sees owner {seen:?}"));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+    // The witness still leads and still renews the owner.
+    renewed_by(&cluster, 3, owner).await;
+    let intervals = cluster.assert_ledger_clean();
+    assert_eq!(intervals.len(), 1, "no new holding interval: {intervals:?}");
+    assert_eq!(intervals[0].until_ns, None);
+    cluster.shutdown().await;
+}
+
+/// (c) Losing the witness moves nothing. Losing the owner as well leaves one management node
+/// alone, without a quorum: the owner fences at the end of its lease and nothing starts
+/// anywhere, however long one waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_quorum_nothing_starts_anywhere() {
+    logs();
+    let mut cluster = TestCluster::start_with_agents().await;
+    let owner = settled_owner(&cluster).await;
+    let (_, epoch) = cluster.owner_seen_by(3).unwrap();
+    let survivor = other(owner);
+
+    cluster.power_off(3).await;
+    let leader = cluster.agreed_leader(&[1, 2], SETTLE).await;
+    renewed_by(&cluster, leader, owner).await;
+    stays("the group on the owner", window(&cluster), || {
+        let holders = cluster.holders();
+        if holders != vec![owner] {
+            return Err(format!("holders are {holders:?}"));
+        }
+        for id in [1, 2] {
+            if cluster.owner_seen_by(id) != Some((owner, epoch)) {
+                return Err(format!("node {id} sees {:?}", cluster.owner_seen_by(id)));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    assert_eq!(cluster.assert_ledger_clean().len(), 1);
+
+    // Now the owner is lost too (cut off, still running): no quorum anywhere.
+    cluster.faults.isolate(owner, &[survivor, 3]);
+    eventually(
+        "the owner to fence at the end of its lease",
+        SETTLE,
+        || async { cluster.holders().is_empty().then_some(()) },
+    )
+    .await;
+    let events = ledger_events(&cluster);
+    let fenced = last_event_of(&events, owner).expect("the owner's events");
+    assert_eq!(fenced.action, LedgerAction::Fence, "{events:?}");
+    stays("no node holding the group", window(&cluster), || {
+        let holders = cluster.holders();
+        if !holders.is_empty() {
+            return Err(format!("holders are {holders:?}"));
+        }
+        // No grant can commit without a quorum.
+        let seen = cluster.owner_seen_by(survivor);
+        if seen != Some((owner, epoch)) {
+            return Err(format!("the survivor sees owner {seen:?}"));
+        }
+        Ok(())
+    })
+    .await;
+    let events = ledger_events(&cluster);
+    assert!(
+        !events.iter().any(|e| e.node == name(survivor)),
+        "the survivor acted without a quorum: {events:?}"
+    );
+    assert_eq!(cluster.assert_ledger_clean().len(), 1);
+    cluster.faults.heal();
+    cluster.shutdown().await;
+}
+
+/// Runs a one-way Raft partition between the owner and the leader (the witness leads, the
+/// owner follows): `block(from, to)`. While it lasts at most one node may hold the group; once
+/// it settles exactly one node holds it, the node the majority (other node and witness)
+/// committed as owner. After healing the group stays there.
+async fn one_way_partition(owner_to_leader: bool) {
+    logs();
+    let cluster = TestCluster::start_with_agents().await;
+    let owner = settled_owner(&cluster).await;
+    make_leader(&cluster, 3).await;
+    renewed_by(&cluster, 3, owner).await;
+    let (from, to) = if owner_to_leader {
+        (owner, 3)
+    } else {
+        (3, owner)
+    };
+    cluster.faults.block(from, to);
+
+    stays("at most one holder", window(&cluster), || {
+        let holders = cluster.holders();
+        if holders.len() > 1 {
+            return Err(format!("holders are {holders:?}"));
+        }
+        Ok(())
+    })
+    .await;
+    let majority = other(owner);
+    let holder = eventually(
+        "exactly one holder, the majority's owner",
+        SETTLE,
+        || async {
+            let holders = cluster.holders();
+            let [holder] = holders[..] else { return None };
+            let committed = cluster.owner_seen_by(majority).map(|(n, _)| n);
+            let witness = cluster.owner_seen_by(3).map(|(n, _)| n);
+            (committed == Some(holder) && witness == Some(holder)).then_some(holder)
+        },
+    )
+    .await;
+    cluster.assert_ledger_clean();
+    eprintln!("one-way partition {from}->{to} dropped: owner {owner}, group ends on node {holder}");
+
+    cluster.faults.heal();
+    assert_eq!(settled_owner(&cluster).await, holder);
+    cluster.assert_ledger_clean();
+    cluster.shutdown().await;
+}
+
+/// (d) Messages from the owner to the leader are dropped (the leader's requests reach the
+/// owner, the owner's answers do not come back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_to_leader_dropped_keeps_one_holder() {
+    one_way_partition(true).await;
+}
+
+/// (d) Messages from the leader to the owner are dropped: the owner stops hearing the leader
+/// and its elections cannot win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_to_owner_dropped_keeps_one_holder() {
+    one_way_partition(false).await;
+}
+
+/// (e) A switchover to a node whose start fails: the target retries in place, gives up,
+/// records one failure and releases; the leader hands the group back to the original owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_target_that_cannot_start_gives_the_group_back() {
+    logs();
+    let cluster = TestCluster::start_with_agents().await;
+    let original = settled_owner(&cluster).await;
+    let (_, epoch) = cluster.owner_seen_by(3).unwrap();
+    let target = other(original);
+    DummyFault::FailStart
+        .set(&cluster.fault_dir(target))
+        .expect("set fail-start");
+
+    let leader = cluster.agreed_leader(&[1, 2, 3], SETTLE).await;
+    let response = cluster
+        .node(leader)
+        .raft()
+        .client_write(request(Command::RequestSwitchover { to: target }))
+        .await
+        .expect("switchover request commits");
+    assert_eq!(response.data.refused, None);
+
+    // The group ends on the original owner, not nowhere: after the target released, the
+    // leader prefers any eligible node other than the one that released, and the original
+    // owner is eligible (reachable, healthy, not outdated, no failures). The target stays
+    // eligible too (one failure is below the migration threshold), but comes second.
+    let back = eventually(
+        "the group back on the original owner after the failed switchover",
+        SETTLE,
+        || async {
+            let state = state_seen_by(&cluster, 3);
+            let owner = state.owner?;
+            let failed = state.marks(target).fail_count >= 1;
+            (failed && owner.node == original && owner.epoch > epoch && !state.owner_released())
+                .then_some(owner)
+        },
+    )
+    .await;
+    let (holder, new_epoch) = (back.node, back.epoch);
+    assert_eq!(settled_owner(&cluster).await, holder);
+    assert_eq!(cluster.owner_seen_by(3), Some((original, new_epoch)));
+
+    let state = state_seen_by(&cluster, 3);
+    assert_eq!(state.marks(target).fail_count, 1, "one failure per epoch");
+    assert_eq!(state.marks(original).fail_count, 0);
+    assert_eq!(state.switchover_to, None);
+    // The failed start touched nothing: the target never held the group.
+    assert!(!cluster.dummy_state(target).exists());
+    let events = ledger_events(&cluster);
+    assert!(
+        !events.iter().any(|e| e.node == name(target)),
+        "the target started something: {events:?}"
+    );
+    let intervals = cluster.assert_ledger_clean();
+    assert_eq!(intervals.len(), 2, "{intervals:?}");
+    assert!(intervals.iter().all(|i| i.node == name(original)));
+    assert_eq!(intervals[1].epoch, new_epoch);
+    DummyFault::FailStart
+        .clear(&cluster.fault_dir(target))
+        .expect("clear fail-start");
+    cluster.shutdown().await;
+}
+
+/// (f) The owner's resource keeps failing its monitor (a crashing mysqld): the owner restarts
+/// it in place up to its limit, then gives up, records the failure and releases, and the
+/// other node takes the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_that_keeps_failing_is_restarted_in_place_then_moves() {
+    logs();
+    let cluster = TestCluster::start_with_agents().await;
+    let owner = settled_owner(&cluster).await;
+    let (_, epoch) = cluster.owner_seen_by(3).unwrap();
+    let successor = other(owner);
+    let max_restarts = Config::load(&cluster.config_path(owner))
+        .expect("config")
+        .group
+        .max_restarts_in_place as usize;
+    DummyFault::FailMonitor
+        .set(&cluster.fault_dir(owner))
+        .expect("set fail-monitor");
+
+    eventually("the group to move to the other node", SETTLE, || async {
+        (cluster.holders() == vec![successor]).then_some(())
+    })
+    .await;
+    let intervals = cluster.assert_ledger_clean();
+    let on_owner = intervals
+        .iter()
+        .filter(|i| i.node == name(owner) && i.epoch == epoch)
+        .count();
+    // One interval for the first start, one more per restart in place.
+    assert_eq!(on_owner, 1 + max_restarts, "{intervals:?}");
+    let state = state_seen_by(&cluster, 3);
+    assert_eq!(state.marks(owner).fail_count, 1);
+    let new_owner = state.owner.expect("an owner");
+    assert_eq!(new_owner.node, successor);
+    assert!(new_owner.epoch > epoch);
+
+    // The failed node stays stopped even once its resource looks healthy again.
+    DummyFault::FailMonitor
+        .clear(&cluster.fault_dir(owner))
+        .expect("clear fail-monitor");
+    assert_eq!(settled_owner(&cluster).await, successor);
+    stays(
+        "the group on the other node",
+        window(&cluster),
+        || match cluster.holders()[..] {
+            [h] if h == successor => Ok(()),
+            ref other => Err(format!("holders are {other:?}")),
+        },
+    )
+    .await;
+    let intervals = cluster.assert_ledger_clean();
+    assert_eq!(intervals.len(), 2 + max_restarts, "{intervals:?}");
+    cluster.shutdown().await;
+}
