@@ -29,7 +29,7 @@ fn settled_owner(cluster: &ProcessCluster) -> String {
     })
 }
 
-fn outdated(cluster: &ProcessCluster, port: u16, node: &str) -> Option<bool> {
+fn outdated(port: u16, node: &str) -> Option<bool> {
     let status = status_json(port)?;
     status["members"]
         .as_array()?
@@ -48,7 +48,7 @@ fn fence_peer_outdates_the_peer_and_unfence_peer_clears_it() {
     let out = handler(&cluster, peer, "fence-peer", 5_000);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not own the group"));
-    assert_eq!(outdated(&cluster, cluster.port(3), &owner), Some(false));
+    assert_eq!(outdated(cluster.port(3), &owner), Some(false));
 
     let out = handler(&cluster, &owner, "fence-peer", 10_000);
     assert_eq!(
@@ -58,7 +58,7 @@ fn fence_peer_outdates_the_peer_and_unfence_peer_clears_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The mark is committed: every member sees it, and the peer cannot be switched to.
-    assert_eq!(outdated(&cluster, cluster.port(3), peer), Some(true));
+    assert_eq!(outdated(cluster.port(3), peer), Some(true));
     let refused = ctl(cluster.port(1), &["switchover", "--to", peer]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("outdated"));
@@ -76,7 +76,7 @@ fn fence_peer_outdates_the_peer_and_unfence_peer_clears_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(outdated(&cluster, cluster.port(3), peer), Some(false));
+    assert_eq!(outdated(cluster.port(3), peer), Some(false));
     let history = ctl(cluster.port(2), &["history"]);
     let history = String::from_utf8_lossy(&history.stdout);
     assert!(
