@@ -108,9 +108,12 @@ async fn make_leader(cluster: &TestCluster, id: u64) {
         if !leads(cluster, id) {
             let raft = cluster.node(id).raft();
             let _ = raft.trigger().elect().await;
-            // Give this election its chance before triggering the next one.
+            // The first round usually loses: the others still honour the old leader's lease
+            // (openraft refuses votes while a committed vote is fresh), but the old leader
+            // steps down on seeing the higher term. Asking again soon, before the others'
+            // own election timers fire, wins the next round.
             let _ = raft
-                .wait(Some(Duration::from_millis(600)))
+                .wait(Some(Duration::from_millis(100)))
                 .state(ServerState::Leader, "elected")
                 .await;
         }
@@ -190,9 +193,14 @@ async fn an_isolated_owner_that_leads_fences_and_the_other_node_takes_over() {
     assert_eq!(started.action, LedgerAction::Start);
     assert!(started.epoch > epoch, "{events:?}");
     assert!(fenced.mono_ns <= started.mono_ns, "{events:?}");
-    for id in [successor, 3] {
-        assert_eq!(cluster.owner_seen_by(id), Some((successor, started.epoch)));
-    }
+    eventually("the witness to apply the new owner", SETTLE, || async {
+        (cluster.owner_seen_by(3) == Some((successor, started.epoch))).then_some(())
+    })
+    .await;
+    assert_eq!(
+        cluster.owner_seen_by(successor),
+        Some((successor, started.epoch))
+    );
 
     // Healed, the old leader steps down, learns the new owner and stays stopped.
     cluster.faults.heal();
@@ -458,7 +466,8 @@ async fn a_resource_that_keeps_failing_is_restarted_in_place_then_moves() {
         .count();
     // One interval for the first start, one more per restart in place.
     assert_eq!(on_owner, 1 + max_restarts, "{intervals:?}");
-    let state = state_seen_by(&cluster, 3);
+    // The successor applied the grant before it started, and the failure before that.
+    let state = state_seen_by(&cluster, successor);
     assert_eq!(state.marks(owner).fail_count, 1);
     let new_owner = state.owner.expect("an owner");
     assert_eq!(new_owner.node, successor);

@@ -346,17 +346,30 @@ async fn two_nodes_on_one_ledger_show_a_clean_handover_and_a_double_hold() {
 fn validate_and_config_report_problems() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing");
+    // A fault directory that is a plain file is a problem; one that does not exist yet is not.
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"").unwrap();
     let bad = DummyAgent::new(
         "d",
         DummyConfig {
             state_file: missing.join("state"),
             ledger_file: missing.join("state"),
-            fault_dir: Some(missing.clone()),
+            fault_dir: Some(not_a_dir),
             ..DummyConfig::default()
         },
     );
     let problems = bad.validate();
     assert_eq!(problems.len(), 4, "{problems:?}");
+    let absent = DummyAgent::new(
+        "d",
+        DummyConfig {
+            state_file: dir.path().join("s1"),
+            ledger_file: dir.path().join("l1"),
+            fault_dir: Some(missing.clone()),
+            ..DummyConfig::default()
+        },
+    );
+    assert!(absent.validate().is_empty(), "{:?}", absent.validate());
     let agents: Vec<Arc<dyn ResourceAgent>> = vec![
         Arc::new(bad),
         Arc::new(DummyAgent::new(

@@ -30,7 +30,7 @@ use crate::guard::GuardHandle;
 use crate::resources::agent::ActionContext;
 use crate::resources::group::ResourceGroup;
 use crate::resources::runner::SystemRunner;
-use lease::{Lease, Renewer};
+use lease::Renewer;
 use reconcile::{core_status, Reconciler};
 
 /// Why an agent could not start.
@@ -61,10 +61,11 @@ pub struct AgentOptions {
 pub struct Agent {
     arbiter: Arbiter,
     group: Arc<ResourceGroup>,
-    lease: watch::Receiver<Option<Lease>>,
     guard: Option<Arc<Mutex<GuardHandle>>>,
     tasks: Vec<JoinHandle<()>>,
     config: Config,
+    /// Whether this node could run the group; fixed at start-up from the agents' checks.
+    _healthy: watch::Sender<bool>,
 }
 
 impl Agent {
@@ -140,7 +141,7 @@ impl Agent {
             members,
             timing,
             applied: arbiter.applied(),
-            lease: lease_rx.clone(),
+            lease: lease_rx,
             monitored: monitored_rx,
             monitor_now: monitor_now.clone(),
             group: group.clone(),
@@ -157,18 +158,14 @@ impl Agent {
                 Duration::from_millis(config.group.monitor_interval_ms),
             )),
             tokio::spawn(reconciler.run()),
-            tokio::spawn(async move {
-                // Keeps the health channel open for the renewer; health is fixed at start-up.
-                healthy_tx.closed().await;
-            }),
         ];
         Ok(Agent {
             arbiter,
             group,
-            lease: lease_rx,
             guard,
             tasks,
             config: config.clone(),
+            _healthy: healthy_tx,
         })
     }
 
@@ -254,7 +251,6 @@ impl Agent {
         if let Some(guard) = &self.guard {
             let _ = guard.lock().await.disarm(owner.epoch).await;
         }
-        let _ = self.lease.borrow();
     }
 }
 

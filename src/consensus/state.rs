@@ -234,6 +234,9 @@ impl ClusterState {
                 )),
             },
             Command::RequestSwitchover { to } => {
+                if self.paused {
+                    return Err("the cluster is paused; resume it first".into());
+                }
                 self.switchover_to = Some(to);
                 Ok(Some(format!("switchover to node {to} requested")))
             }

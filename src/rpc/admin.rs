@@ -161,6 +161,36 @@ impl AdminService {
             .unwrap_or_else(|| format!("node {id}"))
     }
 
+    /// Where a change must be decided: `None` when this member leads (after confirming that
+    /// with a quorum round, so its committed state is current), or a client of the leader.
+    async fn route(&self) -> Result<Option<admin_client::AdminClient<Channel>>, Status> {
+        let metrics = self.context.raft.metrics().borrow().clone();
+        if metrics.state == openraft::ServerState::Leader {
+            let confirm = tokio::time::timeout(
+                super::peer::PROPOSE_TIMEOUT,
+                self.context.raft.ensure_linearizable(),
+            )
+            .await;
+            return match confirm {
+                Ok(Ok(_)) => Ok(None),
+                Ok(Err(e)) => Err(Status::aborted(format!(
+                    "this member could not confirm it still leads: {e}"
+                ))),
+                Err(_) => Err(Status::aborted(
+                    "this member could not confirm it still leads in time",
+                )),
+            };
+        }
+        let leader = metrics.current_leader.ok_or_else(|| {
+            Status::aborted("no leader is known; the cluster may have lost its quorum")
+        })?;
+        self.clients
+            .iter()
+            .find(|(id, _)| *id == leader)
+            .map(|(_, client)| Some(client.clone()))
+            .ok_or_else(|| Status::aborted(format!("no client for the leader (node {leader})")))
+    }
+
     async fn commit(
         &self,
         command: Command,
@@ -190,12 +220,35 @@ impl AdminService {
     }
 }
 
+/// The metadata key a forwarding member uses to pass on who asked.
+const REQUESTED_BY: &str = "quorate-requested-by";
+
 fn requester<T>(request: &Request<T>) -> String {
+    if let Some(who) = request
+        .metadata()
+        .get(REQUESTED_BY)
+        .and_then(|v| v.to_str().ok())
+    {
+        return who.chars().take(120).collect();
+    }
     match request.remote_addr() {
         Some(addr) => format!("admin:{addr}"),
         None => "admin".into(),
     }
 }
+
+/// The same request, to be sent on to the leader with who asked.
+fn onward<T>(who: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(FORWARD_TIMEOUT);
+    if let Ok(value) = who.parse() {
+        request.metadata_mut().insert(REQUESTED_BY, value);
+    }
+    request
+}
+
+/// How long a change forwarded to the leader may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// The lower-case name of an openraft server state.
 pub fn server_state_name(state: openraft::ServerState) -> &'static str {
@@ -301,6 +354,9 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<pb::AdminReply>, Status> {
         let who = requester(&request);
         let request = request.into_inner();
+        if let Some(mut leader) = self.route().await? {
+            return leader.switchover(onward(&who, request)).await;
+        }
         let (target, member) = self.member_by_name(&request.to)?;
         let applied = self.context.applied.borrow().clone();
         let cluster_state = &applied.state;
@@ -360,6 +416,9 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<pb::AdminReply>, Status> {
         let who = requester(&request);
         let request = request.into_inner();
+        if let Some(mut leader) = self.route().await? {
+            return leader.set_paused(onward(&who, request)).await;
+        }
         self.commit(
             Command::SetPaused {
                 paused: request.paused,
@@ -376,6 +435,9 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<pb::AdminReply>, Status> {
         let who = requester(&request);
         let request = request.into_inner();
+        if let Some(mut leader) = self.route().await? {
+            return leader.set_standby(onward(&who, request)).await;
+        }
         let (node, member) = self.member_by_name(&request.node)?;
         if member.role != Role::Management {
             return Err(Status::failed_precondition(format!(
@@ -400,6 +462,9 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<pb::AdminReply>, Status> {
         let who = requester(&request);
         let request = request.into_inner();
+        if let Some(mut leader) = self.route().await? {
+            return leader.reset_failures(onward(&who, request)).await;
+        }
         let (node, _) = self.member_by_name(&request.node)?;
         self.commit(Command::ResetFailures { node }, request.reason, who)
             .await
@@ -411,6 +476,9 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<pb::AdminReply>, Status> {
         let who = requester(&request);
         let request = request.into_inner();
+        if let Some(mut leader) = self.route().await? {
+            return leader.set_outdated(onward(&who, request)).await;
+        }
         let (node, member) = self.member_by_name(&request.node)?;
         if member.role != Role::Management {
             return Err(Status::failed_precondition(format!(
@@ -498,6 +566,8 @@ impl AdminClient {
     }
 
     fn fail(&self, status: Status) -> AdminError {
+        let transport =
+            status.code() == tonic::Code::Unknown && status.message().contains("transport error");
         match status.code() {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
                 AdminError::Unreachable {
@@ -505,6 +575,10 @@ impl AdminClient {
                     message: first_line(status.message()),
                 }
             }
+            _ if transport => AdminError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                message: first_line(status.message()),
+            },
             _ => AdminError::Refused {
                 endpoint: self.endpoint.clone(),
                 message: first_line(status.message()),
