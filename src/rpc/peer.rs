@@ -41,8 +41,9 @@ impl Identity {
         }
     }
 
-    /// Accepts an envelope only when it names this cluster, this node and a member sender.
-    fn check(&self, envelope: Option<&pb::Envelope>) -> Result<(), Status> {
+    /// Accepts an envelope only when it names this cluster, this node and a member sender;
+    /// returns the sender.
+    fn check(&self, envelope: Option<&pb::Envelope>) -> Result<NodeId, Status> {
         let Some(envelope) = envelope else {
             return Err(Status::invalid_argument("peer request without an envelope"));
         };
@@ -64,7 +65,7 @@ impl Identity {
                 envelope.from, self.cluster
             )));
         }
-        Ok(())
+        Ok(envelope.from)
     }
 }
 
@@ -140,8 +141,28 @@ impl PeerService {
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
-    fn open(&self, message: &pb::RaftMessage) -> Result<(), Status> {
-        self.identity.check(message.envelope.as_ref())
+    /// Checks the envelope (and, for log traffic, the append gate), decodes the payload,
+    /// runs `call` on it and encodes its result for the sender.
+    async fn relay<Req, Resp, F, Fut>(
+        &self,
+        request: Request<pb::RaftMessage>,
+        log_traffic: bool,
+        call: F,
+    ) -> Result<Response<pb::RaftMessage>, Status>
+    where
+        Req: serde::de::DeserializeOwned,
+        Resp: serde::Serialize,
+        F: FnOnce(Req) -> Fut,
+        Fut: std::future::Future<Output = Resp>,
+    {
+        let message = request.into_inner();
+        let from = self.identity.check(message.envelope.as_ref())?;
+        if log_traffic {
+            self.check_gate(from)?;
+        }
+        let rpc = decode(&message.payload).map_err(bad_payload)?;
+        let result = call(rpc).await;
+        Ok(self.reply(from, &result))
     }
 
     fn reply<T: serde::Serialize>(&self, from: NodeId, value: &T) -> Response<pb::RaftMessage> {
@@ -162,63 +183,30 @@ impl peer_server::Peer for PeerService {
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
-        let message = request.into_inner();
-        self.open(&message)?;
-        let from = message
-            .envelope
-            .as_ref()
-            .map(|e| e.from)
-            .unwrap_or_default();
-        let rpc = decode(&message.payload).map_err(bad_payload)?;
-        let result = self.raft.vote(rpc).await;
-        Ok(self.reply(from, &result))
+        self.relay(request, false, |rpc| self.raft.vote(rpc)).await
     }
 
     async fn append_entries(
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
-        let message = request.into_inner();
-        self.open(&message)?;
-        let from = message
-            .envelope
-            .as_ref()
-            .map(|e| e.from)
-            .unwrap_or_default();
-        self.check_gate(from)?;
-        let rpc = decode(&message.payload).map_err(bad_payload)?;
-        let result = self.raft.append_entries(rpc).await;
-        Ok(self.reply(from, &result))
+        self.relay(request, true, |rpc| self.raft.append_entries(rpc))
+            .await
     }
 
     async fn install_snapshot(
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
-        let message = request.into_inner();
-        self.open(&message)?;
-        let from = message
-            .envelope
-            .as_ref()
-            .map(|e| e.from)
-            .unwrap_or_default();
-        self.check_gate(from)?;
-        let rpc = decode(&message.payload).map_err(bad_payload)?;
-        let result = self.raft.install_snapshot(rpc).await;
-        Ok(self.reply(from, &result))
+        self.relay(request, true, |rpc| self.raft.install_snapshot(rpc))
+            .await
     }
 
     async fn probe(
         &self,
         request: Request<pb::ProbeRequest>,
     ) -> Result<Response<pb::ProbeReply>, Status> {
-        self.identity.check(request.get_ref().envelope.as_ref())?;
-        let from = request
-            .get_ref()
-            .envelope
-            .as_ref()
-            .map(|e| e.from)
-            .unwrap_or_default();
+        let from = self.identity.check(request.get_ref().envelope.as_ref())?;
         let metrics = self.raft.metrics().borrow().clone();
         let matched_you = metrics
             .replication
@@ -238,8 +226,7 @@ impl peer_server::Peer for PeerService {
         request: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportReply>, Status> {
         let report = request.into_inner();
-        self.identity.check(report.envelope.as_ref())?;
-        let from = report.envelope.as_ref().map(|e| e.from).unwrap_or_default();
+        let from = self.identity.check(report.envelope.as_ref())?;
         let reply = match self
             .ownership
             .report(from, report.renew_epoch, report.healthy)
@@ -263,21 +250,17 @@ impl peer_server::Peer for PeerService {
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
-        let message = request.into_inner();
-        self.open(&message)?;
-        let from = message
-            .envelope
-            .as_ref()
-            .map(|e| e.from)
-            .unwrap_or_default();
-        let proposal: Proposal = decode(&message.payload).map_err(bad_payload)?;
-        let result: Result<Outcome, String> =
-            match tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.client_write(proposal)).await {
+        self.relay(request, false, |proposal: Proposal| async move {
+            let written =
+                tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.client_write(proposal)).await;
+            let result: Result<Outcome, String> = match written {
                 Err(_) => Err(format!("not committed within {PROPOSE_TIMEOUT:?}")),
                 Ok(Err(e)) => Err(e.to_string()),
                 Ok(Ok(written)) => Ok(written.data),
             };
-        Ok(self.reply(from, &result))
+            result
+        })
+        .await
     }
 }
 
