@@ -206,6 +206,8 @@ fn quoratectl_switches_over_refuses_with_reasons_and_keeps_history() {
         "cluster paused",
         "maintenance",
         "set to standby",
+        "started the group (epoch",
+        "after it saw the grant",
     ] {
         assert!(history.contains(expect), "missing {expect:?}:\n{history}");
     }

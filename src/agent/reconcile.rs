@@ -74,6 +74,8 @@ impl Reconciler {
         let mut restarts: (u64, u32) = (0, 0);
         let mut last_reason = String::new();
         let mut disarmed: Option<u64> = None;
+        // When this process first saw the current owner epoch committed.
+        let mut epoch_seen: (u64, crate::core::time::Millis) = (0, clock::now());
         loop {
             let state = self.applied.borrow().clone();
             let view = cluster_view(&state.state, &self.members);
@@ -81,6 +83,9 @@ impl Reconciler {
             let owner_epoch = view.owner.map(|o| o.epoch).unwrap_or(0);
             if restarts.0 != owner_epoch {
                 restarts = (owner_epoch, 0);
+            }
+            if epoch_seen.0 != owner_epoch {
+                epoch_seen = (owner_epoch, clock::now());
             }
             let lease_until = current_lease
                 .filter(|l| Some(l.epoch) == view.owner.map(|o| o.epoch))
@@ -124,11 +129,11 @@ impl Reconciler {
                     .iter()
                     .all(|a| matches!(a, NodeAction::Fence { .. }));
                 match &running {
-                    None => running = Some((self.spawn(decision.actions), fencing)),
+                    None => running = Some((self.spawn(decision.actions, epoch_seen.1), fencing)),
                     Some((task, false)) if fencing => {
                         tracing::warn!("fencing pre-empts the running action");
                         task.abort();
-                        running = Some((self.spawn(decision.actions), true));
+                        running = Some((self.spawn(decision.actions, epoch_seen.1), true));
                     }
                     Some(_) => {}
                 }
@@ -185,12 +190,18 @@ impl Reconciler {
         }
     }
 
-    fn spawn(&self, actions: Vec<NodeAction>) -> JoinHandle<Outcome> {
+    fn spawn(
+        &self,
+        actions: Vec<NodeAction>,
+        epoch_seen_at: crate::core::time::Millis,
+    ) -> JoinHandle<Outcome> {
         let group = self.group.clone();
         let proposer = self.proposer.clone();
         let me = self.me;
         let name = self.name.clone();
-        tokio::spawn(async move { execute(actions, &group, &proposer, me, &name).await })
+        tokio::spawn(
+            async move { execute(actions, &group, &proposer, me, &name, epoch_seen_at).await },
+        )
     }
 }
 
@@ -201,6 +212,7 @@ async fn execute(
     proposer: &Proposer,
     me: NodeId,
     name: &str,
+    epoch_seen_at: crate::core::time::Millis,
 ) -> Outcome {
     let mut outcome = Outcome {
         epoch: 0,
@@ -214,10 +226,29 @@ async fn execute(
             node: name.to_string(),
         };
         let result: Result<(), String> = match &action {
-            NodeAction::StartGroup { .. } => group.start(&ctx).await.map_err(|e| {
-                outcome.recoveries += 1;
-                e.to_string()
-            }),
+            NodeAction::StartGroup { .. } => match group.start(&ctx).await {
+                Ok(phases) => {
+                    let since_grant_ms = clock::now().since(epoch_seen_at);
+                    let phases = phases
+                        .into_iter()
+                        .map(|(n, d)| (n, u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+                        .collect();
+                    let record = Command::RecordStarted {
+                        node: me,
+                        epoch,
+                        phases,
+                        since_grant_ms,
+                    };
+                    if let Err(e) = propose(proposer, me, name, record, "the group is up").await {
+                        tracing::warn!(error = %e, "could not record the start in the history");
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    outcome.recoveries += 1;
+                    Err(e.to_string())
+                }
+            },
             NodeAction::StopGroup { .. } => group.stop(&ctx).await.map_err(|e| e.to_string()),
             NodeAction::Fence { .. } => group.fence(&ctx).await.map_err(|e| e.to_string()),
             NodeAction::RestartResource { name: resource, .. } => {

@@ -80,6 +80,17 @@ pub enum Command {
         /// The epoch of the failed start.
         epoch: u64,
     },
+    /// The owner brought its group up: a history record with how long each resource took.
+    RecordStarted {
+        /// The owner.
+        node: NodeId,
+        /// Its epoch.
+        epoch: u64,
+        /// Each resource in start order with its start time in milliseconds.
+        phases: Vec<(String, u64)>,
+        /// Milliseconds from the moment the node saw its grant committed to the group up.
+        since_grant_ms: u64,
+    },
     /// Clears a node's failure count.
     ResetFailures {
         /// The node.
@@ -289,6 +300,22 @@ impl ClusterState {
                 Ok(Some(format!(
                     "node {node} failed to run the group (epoch {epoch}); fail count {}",
                     marks.fail_count
+                )))
+            }
+            Command::RecordStarted {
+                node,
+                epoch,
+                ref phases,
+                since_grant_ms,
+            } => {
+                let steps: Vec<String> = phases
+                    .iter()
+                    .map(|(name, ms)| format!("{name} {:.2} s", *ms as f64 / 1000.0))
+                    .collect();
+                Ok(Some(format!(
+                    "node {node} started the group (epoch {epoch}): {}; up {:.2} s after it saw the grant",
+                    steps.join(", "),
+                    since_grant_ms as f64 / 1000.0
                 )))
             }
             Command::ResetFailures { node } => {

@@ -205,11 +205,26 @@ impl ResourceGroup {
     }
 
     /// Starts every resource in order; on a failure rolls back and says which one failed and why.
-    pub async fn start(&self, ctx: &ActionContext) -> Result<(), GroupError> {
+    /// Returns how long each resource took to start, in start order.
+    pub async fn start(&self, ctx: &ActionContext) -> Result<Vec<(String, Duration)>, GroupError> {
         let _serial = self.actions.lock().await;
         self.admit("start", ctx)?;
         tracing::info!(group = %self.name, epoch = ctx.epoch, node = %ctx.node, "starting group");
-        for (index, agent) in self.agents.iter().enumerate() {
+        let phases = self.start_from(0, ctx).await?;
+        tracing::info!(group = %self.name, epoch = ctx.epoch, "group started");
+        Ok(phases)
+    }
+
+    /// Starts `agents[from..]` in order; on a failure stops those of them already started
+    /// (and the failed one, which may be partly up), in reverse.
+    async fn start_from(
+        &self,
+        from: usize,
+        ctx: &ActionContext,
+    ) -> Result<Vec<(String, Duration)>, GroupError> {
+        let mut phases = Vec::new();
+        for (index, agent) in self.agents.iter().enumerate().skip(from) {
+            let began = std::time::Instant::now();
             if let Err(cause) = self.start_one(agent.as_ref(), ctx).await {
                 tracing::error!(
                     group = %self.name,
@@ -219,7 +234,7 @@ impl ResourceGroup {
                     "start failed; rolling back"
                 );
                 let mut rollback_failures = Vec::new();
-                for done in self.agents[..=index].iter().rev() {
+                for done in self.agents[from..=index].iter().rev() {
                     if let Err(e) = self.stop_one(done.as_ref(), ctx).await {
                         tracing::error!(
                             group = %self.name,
@@ -237,9 +252,9 @@ impl ResourceGroup {
                     rollback_failures,
                 });
             }
+            phases.push((agent.name().to_string(), began.elapsed()));
         }
-        tracing::info!(group = %self.name, epoch = ctx.epoch, "group started");
-        Ok(())
+        Ok(phases)
     }
 
     /// Stops every resource in reverse order, stopping at the first that cannot be stopped.
@@ -286,21 +301,7 @@ impl ResourceGroup {
                 });
             }
         }
-        for (index, agent) in self.agents.iter().enumerate().skip(from) {
-            if let Err(cause) = self.start_one(agent.as_ref(), ctx).await {
-                let mut rollback_failures = Vec::new();
-                for done in self.agents[from..=index].iter().rev() {
-                    if let Err(e) = self.stop_one(done.as_ref(), ctx).await {
-                        rollback_failures.push(e);
-                    }
-                }
-                return Err(GroupError::StartFailed {
-                    group: self.name.clone(),
-                    cause,
-                    rollback_failures,
-                });
-            }
-        }
+        self.start_from(from, ctx).await?;
         Ok(())
     }
 
