@@ -8,10 +8,11 @@
 //! - `leader_failover`: three real release binaries (two `quorate-agent`, one
 //!   `quorate-witness`) on free loopback ports, configs and data in a fresh temp dir, default
 //!   Raft timing (reported under `raft_timing`). Each run waits until all three members answer
-//!   `quoratectl status --json` with the same leader and every member reachable, SIGKILLs the
-//!   leader's process group, and measures from just before the kill until `quoratectl
-//!   --endpoint <survivor> leader` (the two survivors polled in turn, ~10 ms apart, 30 s
-//!   deadline) names a member other than the killed one. The killed node is restarted before
+//!   `quoratectl status --json` with the same leader, every member reachable and every log
+//!   caught up (same last and applied index), SIGKILLs the leader's process group, and
+//!   measures from just before the kill until `quoratectl --endpoint <survivor> leader` (the
+//!   two survivors polled in turn, ~10 ms apart, 30 s deadline) names a member other than the
+//!   killed one. The killed node is restarted before
 //!   the next run, so one cluster serves every run. openraft 0.9 lets a follower campaign only
 //!   `max + ET` after the last leader message (`max` = `election_timeout_max`, the lease in
 //!   which it refuses votes; ET drawn once per process from `min..max`), so expect
@@ -62,8 +63,18 @@ const MEMBERS: [(u64, &str, &str, &str); 3] = [
 /// How long any one wait (stable cluster, new leader) may take before the benchmark gives up.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench_arbiter: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs both benchmarks and prints the JSON result.
+fn run(args: Args) -> anyhow::Result<()> {
     let bins = binaries_dir()?;
     let machine = machine();
     eprintln!(
@@ -133,14 +144,8 @@ fn summary(samples: &[Duration]) -> Value {
 /// Where the numbers were taken.
 fn machine() -> Value {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let cpu = read("/proc/cpuinfo")
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|s| s.trim().to_string());
     json!({
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "cpu": cpu,
         "kernel_release": read("/proc/sys/kernel/osrelease").trim(),
         "build_profile": if cfg!(debug_assertions) { "debug" } else { "release" },
         "loadavg_at_start": loadavg(),
@@ -291,11 +296,15 @@ impl ProcessCluster {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
-    /// Waits until all three members name the same leader and see every member reachable;
-    /// returns the leader's name.
+    /// Waits until all three members name the same leader, see every member reachable, and
+    /// every member has the same last log index and has applied it; returns the leader's name.
+    /// Without the log check a just-restarted member may still lack the leader's entries when
+    /// the leader is killed; it then campaigns with a short log, and the vote it gives itself
+    /// makes it refuse the up-to-date survivor for another lease, which is a different
+    /// scenario (failover right after a restart) from the one measured here.
     fn wait_stable(&self) -> anyhow::Result<String> {
         poll(
-            "all three members to agree on a leader",
+            "all three members to agree on a leader and a caught-up log",
             Duration::from_millis(50),
             || {
                 let mut leaders = Vec::new();
@@ -303,7 +312,13 @@ impl ProcessCluster {
                     let status: Value =
                         serde_json::from_str(&self.ctl(id, &["status", "--json"])?).ok()?;
                     let members = status["members"].as_array()?;
-                    if members.len() != 3 || members.iter().any(|m| m["reachable"] != true) {
+                    let last = members.first()?["last_log_index"].as_u64()?;
+                    let caught_up = |m: &Value| {
+                        m["reachable"] == true
+                            && m["last_log_index"] == last
+                            && m["applied_index"] == last
+                    };
+                    if members.len() != 3 || !members.iter().all(caught_up) {
                         return None;
                     }
                     leaders.push(status["leader"].as_str()?.to_string());

@@ -20,7 +20,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::Config;
 use crate::consensus::network::{Faults, Network};
@@ -132,10 +131,13 @@ impl Arbiter {
             migration_threshold: config.group.migration_threshold,
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let incoming = TcpListenerStream::new(listener);
+        // Options on the builder do not reach sockets accepted from our own listener: set
+        // TCP_NODELAY here, or small answers wait for Nagle's algorithm (about 40 ms).
+        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(10)));
         let server = tokio::spawn(
             tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .add_service(peer.into_server())
                 .add_service(admin.into_server())
                 .serve_with_incoming_shutdown(incoming, async {
