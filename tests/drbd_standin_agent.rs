@@ -119,12 +119,13 @@ async fn promote_parse_and_demote_against_the_standin() {
     );
     assert_eq!(site.loop_devices().len(), 1);
 
-    // b sees a as connected Primary and will not promote.
+    // b sees a as connected Primary and will not promote yet: it retries in place, since
+    // moving the group away would not help while a still holds it.
     let (b, b_recorder) = agent(&site, "b");
     let b_status = b.status(None).await.unwrap();
     assert_eq!(b_status.peers[0].role, Role::Primary);
     let err = b.start(&ctx("b", 6)).await.unwrap_err();
-    assert_eq!(err.recovery, Recovery::MoveAway);
+    assert_eq!(err.recovery, Recovery::Retry);
     assert!(err.message.contains("a is Primary"), "{err}");
     assert!(!args_of(&b_recorder)
         .iter()

@@ -105,14 +105,21 @@ impl Reconciler {
             };
             let decision = node::decide(&input);
             let text = decision.reason.to_string();
-            if text != last_reason {
+            // Log when the kind of decision or the epoch changes, not when only the lease
+            // countdown in the sentence moved.
+            let key = format!(
+                "{:?}/{owner_epoch}/{}",
+                decision.code(),
+                decision.actions.len()
+            );
+            if key != last_reason {
                 tracing::info!(
                     epoch = owner_epoch,
                     code = ?decision.code(),
                     lease_ms = lease_until.map(|u| now.until(u)),
                     "{text}"
                 );
-                last_reason = text.clone();
+                last_reason = key;
             }
             self.notes.set_agent(AgentNote {
                 reason: text,
@@ -245,7 +252,11 @@ async fn execute(
                     Ok(())
                 }
                 Err(e) => {
-                    outcome.recoveries += 1;
+                    // A passing problem (a peer that still holds DRBD Primary) is retried
+                    // here without using up a recovery: moving the group would not help.
+                    if e.recovery() != Some(agent::Recovery::Retry) {
+                        outcome.recoveries += 1;
+                    }
                     Err(e.to_string())
                 }
             },

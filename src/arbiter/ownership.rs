@@ -245,7 +245,13 @@ impl Ownership {
             (leader::decide(&input), elected_at)
         };
         let text = decision.reason.to_string();
-        if text != *last_reason {
+        let key = format!(
+            "{:?}/{:?}/{}",
+            decision.code(),
+            view.owner,
+            decision.actions.len()
+        );
+        if key != *last_reason {
             tracing::info!(
                 term = metrics.current_term,
                 elected_ms_ago = now.since(elected_at),
@@ -253,7 +259,7 @@ impl Ownership {
                 code = ?decision.code(),
                 "leader: {text}"
             );
-            *last_reason = text.clone();
+            *last_reason = key;
         }
         if let Ok(mut reason) = self.reason.lock() {
             *reason = Some(text);

@@ -102,8 +102,10 @@ pub async fn switchover(
         0.0
     );
     let mut last_lines: Vec<String> = Vec::new();
+    let mut first_epoch: Option<u64> = None;
     while started.elapsed() < wait {
         if let Ok(status) = client.status().await {
+            let epoch = *first_epoch.get_or_insert(status.epoch);
             for line in steps(&status) {
                 if !last_lines.contains(&line) {
                     println!("[{:>6.2}s] {line}", started.elapsed().as_secs_f64());
@@ -117,6 +119,15 @@ pub async fn switchover(
                     started.elapsed().as_secs_f64()
                 );
                 return ExitCode::SUCCESS;
+            }
+            if let Some(owner) = status.owner.as_deref() {
+                if owner != to && status.epoch > epoch && !status.released {
+                    eprintln!(
+                        "quoratectl: switchover to {to} failed: {owner} owns the group again (epoch {}); see `quoratectl history`",
+                        status.epoch
+                    );
+                    return ExitCode::from(EXIT_NEGATIVE);
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -96,6 +96,9 @@ pub enum PromotionPlan {
     Promote,
     /// Run `drbdadm primary --force <res>`, for the reason given.
     PromoteForced(String),
+    /// Do not promote yet: a connected peer is still Primary and must be demoted first.
+    /// Retrying here is right; moving the group away would not help.
+    WaitForPeer(String),
     /// Do not promote, for the reason given.
     Refuse(String),
 }
@@ -113,7 +116,7 @@ pub fn plan_promotion(status: &ResourceStatus, policy: ForcePrimary) -> Promotio
         };
     }
     if let Some(peer) = status.connected_primaries().next() {
-        return PromotionPlan::Refuse(format!(
+        return PromotionPlan::WaitForPeer(format!(
             "connected peer {} is Primary; it must be demoted first",
             peer.name
         ));
@@ -461,6 +464,13 @@ impl ResourceAgent for DrbdAgent {
                     ctx,
                     "start",
                     self.error(Recovery::MoveAway, format!("refusing to promote: {why}")),
+                ))
+            }
+            PromotionPlan::WaitForPeer(why) => {
+                return Err(self.logged(
+                    ctx,
+                    "start",
+                    self.error(Recovery::Retry, format!("not promoting yet: {why}")),
                 ))
             }
             PromotionPlan::Promote => self.promote(ctx, false).await,

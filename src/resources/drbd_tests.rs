@@ -65,7 +65,7 @@ fn plan_refuses_while_a_connected_peer_is_primary() {
         &[("Connected", "Primary", "UpToDate")],
     );
     match plan_promotion(&s, ForcePrimary::WhenPeerOutdated) {
-        PromotionPlan::Refuse(why) => assert!(why.contains("p0 is Primary"), "{why}"),
+        PromotionPlan::WaitForPeer(why) => assert!(why.contains("p0 is Primary"), "{why}"),
         other => panic!("{other:?}"),
     }
 }

@@ -490,6 +490,9 @@ impl ResourceAgent for FilesystemAgent {
                     c.device.display()
                 )),
                 Ok(_) => {}
+                // A DRBD device appears only once the resource is up (and the test stand-in's
+                // only while Primary): a missing device is start's error, not a config problem.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => problems.push(format!("device {}: {e}", c.device.display())),
             }
         }

@@ -9,6 +9,7 @@ pub mod prereq;
 pub mod procs;
 pub mod standin;
 pub mod store;
+pub mod testbed;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -82,8 +82,10 @@ pub struct VipEvent {
 
 /// Checker 1: the VIP never sits on two hosts at once.
 pub fn check_vip(events: &[VipEvent]) -> Vec<String> {
-    let flat: Vec<(String, u64, bool)> =
-        events.iter().map(|e| (e.host.clone(), e.t, e.added)).collect();
+    let flat: Vec<(String, u64, bool)> = events
+        .iter()
+        .map(|e| (e.host.clone(), e.t, e.added))
+        .collect();
     overlaps("VIP held twice", &intervals_from_events(&flat))
 }
 
@@ -182,7 +184,11 @@ pub struct Write {
 /// server id that stored it), and the acknowledged writes, in the client's (sequential) order,
 /// move from one server to another at most `max_moves` times: each move needs an ownership
 /// change, so flapping between two servers shows up here.
-pub fn check_writes(writes: &[Write], present: &BTreeMap<u64, u32>, max_moves: usize) -> Vec<String> {
+pub fn check_writes(
+    writes: &[Write],
+    present: &BTreeMap<u64, u32>,
+    max_moves: usize,
+) -> Vec<String> {
     let mut found: Vec<String> = writes
         .iter()
         .filter(|w| w.outcome == Outcome::Ok && !present.contains_key(&w.n))
@@ -269,8 +275,9 @@ pub const ACTIONS: [&str; 6] = [
 ];
 
 /// Checker 5: fencing tokens. Taking actions, in real-time order, never carry a lower epoch
-/// than an earlier one, and a taking action by another node carries a strictly higher one; one
-/// epoch never serves two nodes. Returns (violations, notes) where notes list stop or fence
+/// than an earlier one, and a taking action by another node carries a strictly higher one; no
+/// two nodes take under one epoch, and nothing is taken under epoch 0 (no owner). A stop or
+/// fence may carry the current epoch of another owner (a non-owner cleaning up); that is noted. Returns (violations, notes) where notes list stop or fence
 /// actions that carried an epoch older than a newer holder's (harmless clean-ups, but visible).
 pub fn check_epochs(events: &[EpochEvent]) -> (Vec<String>, Vec<String>) {
     let mut sorted: Vec<&EpochEvent> = events.iter().collect();
@@ -281,19 +288,33 @@ pub fn check_epochs(events: &[EpochEvent]) -> (Vec<String>, Vec<String>) {
     let mut owner_of: BTreeMap<u64, &str> = BTreeMap::new();
     let mut highest = 0;
     for e in sorted {
-        if let Some(other) = owner_of.get(&e.epoch) {
-            if *other != e.node {
-                found.push(format!(
-                    "epoch {} used by both {other} and {} ({})",
-                    e.epoch, e.node, e.action
-                ));
+        if e.epoch == 0 {
+            // Epoch 0 is "no owner yet": the start-up fence every node runs carries it.
+            if TAKING_ACTIONS.contains(&e.action.as_str()) {
+                found.push(format!("{} `{}` with epoch 0", e.node, e.action));
             }
-        } else {
-            owner_of.insert(e.epoch, &e.node);
+            continue;
         }
-        if TAKING_ACTIONS.contains(&e.action.as_str()) {
+        let taking = TAKING_ACTIONS.contains(&e.action.as_str());
+        match owner_of.get(&e.epoch) {
+            Some(other) if *other != e.node && taking => found.push(format!(
+                "epoch {} taken by both {other} and {} ({})",
+                e.epoch, e.node, e.action
+            )),
+            Some(other) if *other != e.node => notes.push(format!(
+                "{} `{}` carried epoch {}, which belongs to {other}",
+                e.node, e.action, e.epoch
+            )),
+            Some(_) => {}
+            None if taking => {
+                owner_of.insert(e.epoch, &e.node);
+            }
+            None => {}
+        }
+        if taking {
             if let Some(prev) = last_take {
-                let regressed = e.epoch < prev.epoch || (e.node != prev.node && e.epoch == prev.epoch);
+                let regressed =
+                    e.epoch < prev.epoch || (e.node != prev.node && e.epoch == prev.epoch);
                 if regressed {
                     found.push(format!(
                         "{} `{}` with epoch {} after {} `{}` with epoch {}",

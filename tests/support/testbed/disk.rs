@@ -107,7 +107,9 @@ fn wait_detached(device: &str, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     while backing.exists() {
         if Instant::now() >= deadline {
-            return Err(format!("{device} still attached {timeout:?} after losetup -d"));
+            return Err(format!(
+                "{device} still attached {timeout:?} after losetup -d"
+            ));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -117,18 +119,26 @@ fn wait_detached(device: &str, timeout: Duration) -> Result<(), String> {
 impl Disk {
     /// Makes the image, initialises MariaDB's datadir on it with `sql` run at bootstrap, writes
     /// the wrappers and brings the resource `up` on every node.
-    pub fn prepare(run_dir: &RunDir, nodes: &[&str], standin: &Path, sql: &str) -> Result<Disk, String> {
+    pub fn prepare(
+        run_dir: &RunDir,
+        nodes: &[&str],
+        standin: &Path,
+        sql: &str,
+    ) -> Result<Disk, String> {
         let state = run_dir.join("drbd");
         let res_dir = state.join(RESOURCE);
         std::fs::create_dir_all(&res_dir).map_err(|e| e.to_string())?;
         let image = res_dir.join("disk.img");
         let file = std::fs::File::create(&image).map_err(|e| e.to_string())?;
-        file.set_len(IMAGE_MB * 1024 * 1024).map_err(|e| e.to_string())?;
+        file.set_len(IMAGE_MB * 1024 * 1024)
+            .map_err(|e| e.to_string())?;
         drop(file);
         let image_text = image.to_string_lossy().into_owned();
         run("mkfs.ext4", &["-q", "-F", &image_text])?;
 
-        let device = run("losetup", &["--find", "--show", &image_text])?.trim().to_string();
+        let device = run("losetup", &["--find", "--show", &image_text])?
+            .trim()
+            .to_string();
         let at = run_dir.join("prep-mnt");
         std::fs::create_dir_all(&at).map_err(|e| e.to_string())?;
         let mut prep = PrepMount {
@@ -156,7 +166,8 @@ impl Disk {
             format!("--extra-file={}", extra.display()),
         ];
         args.extend(innodb_options());
-        let log = std::fs::File::create(run_dir.join("install-db.log")).map_err(|e| e.to_string())?;
+        let log =
+            std::fs::File::create(run_dir.join("install-db.log")).map_err(|e| e.to_string())?;
         let status = Command::new("mariadb-install-db")
             .args(&args)
             .stdout(log.try_clone().map_err(|e| e.to_string())?)

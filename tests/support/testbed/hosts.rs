@@ -104,7 +104,8 @@ impl HostEnv {
         Ok(host)
     }
 
-    fn start_holder(&mut self) -> Result<(), String> {
+    /// Starts the holder of a fresh mount namespace (at creation, and to power the host on).
+    pub fn start_holder(&mut self) -> Result<(), String> {
         let mut command = Command::new("nsenter");
         command
             .arg(format!("--net=/run/netns/{}", self.netns))
@@ -113,8 +114,12 @@ impl HostEnv {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = spawn_in_cgroup(&mut command, &self.cgroup)
-            .map_err(|e| format!("cannot start the mount namespace holder of {}: {e}", self.name))?;
+        let child = spawn_in_cgroup(&mut command, &self.cgroup).map_err(|e| {
+            format!(
+                "cannot start the mount namespace holder of {}: {e}",
+                self.name
+            )
+        })?;
         let pid = child.id();
         self.holder = Some(child);
         let own = std::fs::read_link("/proc/self/ns/mnt").map_err(|e| e.to_string())?;
@@ -143,7 +148,9 @@ impl HostEnv {
     /// The host's mount table, or empty once the host is off.
     pub fn mountinfo(&self) -> String {
         match self.holder_pid() {
-            Some(pid) => std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default(),
+            Some(pid) => {
+                std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default()
+            }
             None => String::new(),
         }
     }
@@ -185,7 +192,10 @@ impl HostEnv {
         }
         if self.cgroup.exists() {
             if let Err(e) = std::fs::remove_dir(&self.cgroup) {
-                problems.push(format!("cannot remove cgroup {}: {e}", self.cgroup.display()));
+                problems.push(format!(
+                    "cannot remove cgroup {}: {e}",
+                    self.cgroup.display()
+                ));
             }
         }
         problems

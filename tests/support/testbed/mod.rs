@@ -19,20 +19,19 @@ pub mod history;
 pub mod hosts;
 pub mod nodes;
 pub mod observe;
-mod report;
+pub mod report;
 
 use disk::Disk;
 use history::RunDir;
 use hosts::HostEnv;
 use nodes::{Daemon, NodeOptions};
 use observe::{Observers, StatusSample};
+use report::Failover;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-pub use report::{Failover, Report};
 
 /// Hosts: (name, address, last MAC byte).
 const HOSTS: [(&str, &str, u8); 4] = [
@@ -81,7 +80,10 @@ pub struct Testbed {
     daemons: BTreeMap<String, Daemon>,
     obs: Option<Observers>,
     failovers: Vec<Failover>,
+    options: NodeOptions,
+    mount_hosts: Arc<Mutex<Vec<(String, u32, PathBuf)>>>,
     torn_down: bool,
+    saved: bool,
     passed: bool,
     _serial: MutexGuard<'static, ()>,
 }
@@ -138,7 +140,10 @@ impl Testbed {
             daemons: BTreeMap::new(),
             obs: None,
             failovers: Vec::new(),
+            options: options.clone(),
+            mount_hosts: Arc::new(Mutex::new(Vec::new())),
             torn_down: false,
+            saved: false,
             passed: false,
             _serial: serial,
         };
@@ -168,8 +173,14 @@ impl Testbed {
         self.net = Some(net);
         self.install_nft()?;
         let standin = super::standin::binary();
-        self.disk = Some(Disk::prepare(&self.run, &["a", "b"], &standin, BOOTSTRAP_SQL)?);
-        self.run.step("image ready: ext4 + MariaDB datadir, stand-in up on a and b");
+        self.disk = Some(Disk::prepare(
+            &self.run,
+            &["a", "b"],
+            &standin,
+            BOOTSTRAP_SQL,
+        )?);
+        self.run
+            .step("image ready: ext4 + MariaDB datadir, stand-in up on a and b");
 
         let monitored: Vec<(String, String)> = ["a", "b"]
             .iter()
@@ -185,8 +196,9 @@ impl Testbed {
             )?;
             self.daemons.insert(node.to_string(), daemon);
         }
-        self.run.step("daemons started: quorate-witness on w, quorate-agent on a and b");
-        let mounts = ["a", "b"]
+        self.run
+            .step("daemons started: quorate-witness on w, quorate-agent on a and b");
+        let mounts: Vec<(String, u32, PathBuf)> = ["a", "b"]
             .iter()
             .map(|h| {
                 let host = self.host(h);
@@ -194,6 +206,8 @@ impl Testbed {
                 (h.to_string(), pid, self.run.path.join(h).join("mnt"))
             })
             .collect();
+        *self.mount_hosts.lock().expect("mount hosts") = mounts;
+        let mounts = self.mount_hosts.clone();
         let targets: Vec<(String, String, &'static str)> = ["a", "b"]
             .iter()
             .map(|h| (h.to_string(), self.host(h).netns.clone(), self.host(h).ip))
@@ -206,7 +220,15 @@ impl Testbed {
             obs.probe_writes(&host, &ns, ip);
         }
         obs.client(&client_ns);
-        obs.poll_status(&witness_ns, &format!("198.18.0.13:{}", nodes::RAFT_PORT));
+        // Staggered pollers: a status call waits up to 700 ms for a silent member, so one
+        // poller alone would see a failover in coarse steps.
+        for offset_ms in [0, 60, 120, 180] {
+            obs.poll_status(
+                &witness_ns,
+                &format!("198.18.0.13:{}", nodes::RAFT_PORT),
+                offset_ms,
+            );
+        }
         Ok(())
     }
 
@@ -227,7 +249,12 @@ impl Testbed {
     }
 
     /// Polls `check` every 20 ms until it gives a value, or panics after `timeout`.
-    pub fn wait_for<T>(&self, what: &str, timeout: Duration, mut check: impl FnMut(&Self) -> Option<T>) -> T {
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&Self) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(value) = check(self) {
@@ -267,7 +294,8 @@ impl Testbed {
         self.wait_for("3 acknowledged writes through the VIP", timeout, |bed| {
             (bed.acked_since(since) >= 3).then_some(())
         });
-        self.run.step(&format!("steady: {owner} owns the group, writes flow"));
+        self.run
+            .step(&format!("steady: {owner} owns the group, writes flow"));
         owner
     }
 
@@ -282,7 +310,14 @@ impl Testbed {
 
     /// Waits until `to` runs the whole group and a write through the VIP succeeded after
     /// that, and records the failover (fault at `fault_at`) for the timing report.
-    pub fn wait_failover(&mut self, what: &str, fault_at: u64, down: &[&str], to: &str, timeout: Duration) {
+    pub fn wait_failover(
+        &mut self,
+        what: &str,
+        fault_at: u64,
+        down: &[&str],
+        to: &str,
+        timeout: Duration,
+    ) {
         let up = self.wait_for(&format!("{to} running the group"), timeout, |bed| {
             let samples = bed.obs().status.lock().expect("status");
             samples
@@ -293,26 +328,196 @@ impl Testbed {
         self.wait_for("an acknowledged write after the move", timeout, |bed| {
             (bed.acked_since(up) >= 1).then_some(())
         });
-        self.run.step(&format!("{what}: {to} runs the group, writes flow"));
+        self.run
+            .step(&format!("{what}: {to} runs the group, writes flow"));
         self.failovers.push(Failover {
             what: what.to_string(),
             fault_at,
+            since: fault_at,
             down: down.iter().map(|s| s.to_string()).collect(),
             to: to.to_string(),
         });
     }
 
-    /// Waits `duration` while insisting that nobody owns the group with it running (used
-    /// when no quorum is left). Returns the latest status sample.
-    pub fn hold_nothing_runs(&self, duration: Duration) -> Option<StatusSample> {
-        let from = history::mono_ns();
-        let until = Instant::now() + duration;
-        while Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let samples = self.obs().status.lock().expect("status");
-        let acked = self.acked_since(from);
-        assert_eq!(acked, 0, "{}: writes were acknowledged with no quorum", self.name);
-        samples.last().cloned()
+    /// Lets `duration` pass while the observers record (the scenario wants time to pass,
+    /// for example a pause longer than the lease).
+    pub fn hold(&self, duration: Duration) {
+        self.run.step(&format!("holding for {duration:?}"));
+        std::thread::sleep(duration);
+    }
+
+    /// Waits until some management node runs the group under an epoch newer than the one in
+    /// force at `fault_at`, and a write succeeded after that; records the failover to it and
+    /// returns its name. For faults after which either node may end up owning the group.
+    pub fn wait_new_owner(
+        &mut self,
+        what: &str,
+        fault_at: u64,
+        down: &[&str],
+        timeout: Duration,
+    ) -> String {
+        let epoch_before = {
+            let samples = self.obs().status.lock().expect("status");
+            samples
+                .iter()
+                .filter(|s| s.t <= fault_at)
+                .map(|s| s.status.epoch)
+                .next_back()
+                .unwrap_or(0)
+        };
+        let (owner, up) = self.wait_for(
+            "a node running the group under a new epoch",
+            timeout,
+            |bed| {
+                let samples = bed.obs().status.lock().expect("status");
+                samples.iter().find_map(|s| {
+                    let owner = s.status.owner.clone()?;
+                    (s.t >= fault_at && s.status.epoch > epoch_before && s.running_on(&owner))
+                        .then_some((owner, s.t))
+                })
+            },
+        );
+        self.wait_for("an acknowledged write after the move", timeout, |bed| {
+            (bed.acked_since(up) >= 1).then_some(())
+        });
+        self.run.step(&format!(
+            "{what}: {owner} runs the group (epoch above {epoch_before}), writes flow"
+        ));
+        self.failovers.push(Failover {
+            what: what.to_string(),
+            fault_at,
+            since: fault_at,
+            down: down.iter().map(|s| s.to_string()).collect(),
+            to: owner.clone(),
+        });
+        owner
+    }
+
+    /// Waits until the client saw a write fail after `at`, then until `host` runs the group
+    /// again and a write succeeded; records the recovery (fault at `at`) for the timings.
+    pub fn wait_recovered(&mut self, what: &str, at: u64, host: &str, timeout: Duration) {
+        self.wait_for("a failed client write", timeout, |bed| {
+            let writes = bed.obs().writes.lock().expect("writes");
+            writes
+                .iter()
+                .find(|w| w.end >= at && w.outcome != checks::Outcome::Ok)
+                .map(|w| w.end)
+        });
+        self.run.step("the client saw the failure");
+        // The status may still show the group running for a moment: the recovery's events
+        // count from the first sample that shows the failure.
+        let noticed = self.wait_for("the status to show the failure", timeout, |bed| {
+            let samples = bed.obs().status.lock().expect("status");
+            samples
+                .iter()
+                .find(|s| s.t >= at && !s.running_on(host))
+                .map(|s| s.t)
+        });
+        let since = noticed;
+        let up = self.wait_for(&format!("{host} running the group again"), timeout, |bed| {
+            let samples = bed.obs().status.lock().expect("status");
+            samples
+                .iter()
+                .find(|s| s.t >= noticed && s.running_on(host))
+                .map(|s| s.t)
+        });
+        self.wait_for("an acknowledged write after the recovery", timeout, |bed| {
+            (bed.acked_since(up) >= 1).then_some(())
+        });
+        self.run
+            .step(&format!("{what}: {host} runs the group again, writes flow"));
+        self.failovers.push(Failover {
+            what: what.to_string(),
+            fault_at: at,
+            since,
+            down: Vec::new(),
+            to: host.to_string(),
+        });
+    }
+
+    /// Asserts that since `since` nothing ran on `node`: no VIP added, no write it accepted,
+    /// no DRBD promotion and no group start in its log.
+    pub fn assert_nothing_runs_since(&self, since: u64, node: &str) {
+        let obs = self.obs();
+        let vip: Vec<_> = Observers::snapshot(&obs.vip)
+            .into_iter()
+            .filter(|e| e.t >= since && e.host == node && e.added)
+            .collect();
+        assert!(
+            vip.is_empty(),
+            "{}: the VIP came up on {node} without quorum: {vip:?}",
+            self.name
+        );
+        let probes = Observers::snapshot(&obs.probes)
+            .into_iter()
+            .filter(|p| p.start >= since && p.host == node && p.ok)
+            .count();
+        assert_eq!(
+            probes, 0,
+            "{}: {node} accepted writes without quorum",
+            self.name
+        );
+        assert_eq!(
+            self.acked_since(since),
+            0,
+            "{}: writes acknowledged without quorum",
+            self.name
+        );
+        let promoted: Vec<_> = self
+            .disk
+            .as_ref()
+            .and_then(|d| d.ledger().ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.t_ns >= since && c.node == node && c.role == "Primary")
+            .collect();
+        assert!(
+            promoted.is_empty(),
+            "{}: {node} promoted without quorum: {promoted:?}",
+            self.name
+        );
+        self.run
+            .step(&format!("checked: nothing ran on {node} without quorum"));
+    }
+
+    /// Binds `0.0.0.0:port` inside `host`'s network namespace and keeps it until dropped.
+    pub fn occupy_port(&self, host: &str, port: u16) -> std::net::TcpListener {
+        let netns = self.host(host).netns.clone();
+        let listener = super::netns::run_in(&netns, move || async move {
+            std::net::TcpListener::bind(("0.0.0.0", port))
+        })
+        .unwrap_or_else(|e| panic!("cannot take port {port} on {host}: {e}"));
+        self.run
+            .step(&format!("fault: port {port} taken on {host}"));
+        listener
+    }
+
+    /// Waits until the VIP monitor saw the VIP leave `host` after `since`.
+    pub fn wait_vip_gone(&self, host: &str, since: u64, timeout: Duration) -> u64 {
+        let t = self.wait_for(&format!("the VIP to leave {host}"), timeout, |bed| {
+            let events = bed.obs().vip.lock().expect("vip");
+            events
+                .iter()
+                .find(|e| e.host == host && !e.added && e.t >= since)
+                .map(|e| e.t)
+        });
+        self.run
+            .step(&format!("the VIP left {host} (seen by ip monitor)"));
+        t
+    }
+
+    /// Waits until the witness sees every member reachable again with `owner` still running
+    /// the group, so `back` rejoined without taking anything.
+    pub fn wait_rejoined(&self, back: &str, owner: &str, timeout: Duration) {
+        let since = history::mono_ns();
+        self.wait_for(&format!("{back} to rejoin"), timeout, |bed| {
+            let sample = bed.latest_status()?;
+            (sample.t > since
+                && sample.status.members.iter().all(|m| m.reachable)
+                && sample.running_on(owner))
+            .then_some(())
+        });
+        self.run
+            .step(&format!("{back} rejoined; {owner} still runs the group"));
     }
 }

@@ -175,14 +175,20 @@ impl Daemon {
         let dir = run.join(node);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let config = dir.join("config.toml");
-        std::fs::write(&config, config_text(run, node, disk, options)).map_err(|e| e.to_string())?;
+        std::fs::write(&config, config_text(run, node, disk, options))
+            .map_err(|e| e.to_string())?;
         let binary = if node == "w" {
             "quorate-witness"
         } else {
             "quorate-agent"
         };
         let log = run.join(format!("{node}.log"));
-        let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        // Appended to: a host powered on again keeps its earlier log.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| e.to_string())?;
         let mut command = host.command(&super::super::procs::bin(binary))?;
         command
             .arg("--config")

@@ -158,7 +158,8 @@ impl Observers {
                     let start = mono_ns();
                     let result = async {
                         let mut conn = connect(ip, timeout).await?;
-                        let insert = conn.query_drop("INSERT INTO tb.probe (srv) VALUES (@@server_id)");
+                        let insert =
+                            conn.query_drop("INSERT INTO tb.probe (srv) VALUES (@@server_id)");
                         let outcome = match tokio::time::timeout(timeout, insert).await {
                             Ok(Ok(())) => Ok(()),
                             Ok(Err(e)) => Err(short(e)),
@@ -195,12 +196,15 @@ impl Observers {
         self.threads
             .push(super::super::netns::spawn_in(netns, move || async move {
                 let timeout = Duration::from_millis(1000);
+                // A short connect timeout: while the VIP moves, a SYN to a host that no longer
+                // has the address is dropped silently, and a long wait would blur the timings.
+                let connect_timeout = Duration::from_millis(300);
                 let mut conn: Option<mysql_async::Conn> = None;
                 let mut n: u64 = 0;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
                     let start = mono_ns();
-                    let (outcome, error) = write_once(n, timeout, &mut conn).await;
+                    let (outcome, error) = write_once(n, connect_timeout, timeout, &mut conn).await;
                     out.lock().expect("write history").push(Write {
                         n,
                         start,
@@ -221,7 +225,7 @@ impl Observers {
     }
 
     /// Starts the status poller inside `netns`, asking `endpoint`.
-    pub fn poll_status(&mut self, netns: &str, endpoint: &str) {
+    pub fn poll_status(&mut self, netns: &str, endpoint: &str, offset_ms: u64) {
         let (stop, out, endpoint) = (self.stop.clone(), self.status.clone(), endpoint.to_string());
         self.threads
             .push(super::super::netns::spawn_in(netns, move || async move {
@@ -230,15 +234,19 @@ impl Observers {
                 else {
                     return;
                 };
+                tokio::time::sleep(Duration::from_millis(offset_ms)).await;
                 while !stop.load(Ordering::Relaxed) {
                     let start = mono_ns();
                     if let Ok(status) = client.status().await {
-                        out.lock().expect("status history").push(StatusSample {
+                        let mut samples = out.lock().expect("status history");
+                        samples.push(StatusSample {
                             t: mono_ns(),
                             status,
                         });
+                        // Several pollers append; keep the history in time order.
+                        samples.sort_by_key(|s| s.t);
                     }
-                    let next = start + 50_000_000;
+                    let next = start + 200_000_000;
                     let now = mono_ns();
                     if next > now {
                         tokio::time::sleep(Duration::from_nanos(next - now)).await;
@@ -247,15 +255,18 @@ impl Observers {
             }));
     }
 
-    /// Starts the mount sampler: `(host, holder pid, mount point)` per management host.
-    pub fn sample_mounts(&mut self, hosts: Vec<(String, u32, PathBuf)>) {
+    /// Starts the mount sampler: `(host, holder pid, mount point)` per management host; the
+    /// pids are shared so a host powered on again (a new holder) is followed.
+    pub fn sample_mounts(&mut self, hosts: Arc<Mutex<Vec<(String, u32, PathBuf)>>>) {
         let (stop, out) = (self.stop.clone(), self.mounts.clone());
         self.threads.push(std::thread::spawn(move || {
-            let mut last: Vec<bool> = vec![false; hosts.len()];
+            let mut last: Vec<bool> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
+                let hosts = hosts.lock().expect("mount sampler hosts").clone();
+                last.resize(hosts.len(), false);
                 for (i, (host, pid, at)) in hosts.iter().enumerate() {
-                    let text =
-                        std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+                    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+                        .unwrap_or_default();
                     let mounted = quorate::resources::filesystem::parse_mountinfo(&text)
                         .iter()
                         .any(|m| m.mount_point == *at && m.read_write && m.fstype == "ext4");
@@ -302,12 +313,13 @@ impl Drop for Observers {
 /// A connection is kept only after a success; any failure drops it.
 async fn write_once(
     n: u64,
+    connect_timeout: Duration,
     timeout: Duration,
     keep: &mut Option<mysql_async::Conn>,
 ) -> (Outcome, Option<String>) {
     let mut conn = match keep.take() {
         Some(conn) => conn,
-        None => match connect(VIP_IP, timeout).await {
+        None => match connect(VIP_IP, connect_timeout).await {
             Ok(conn) => conn,
             Err(e) => return (Outcome::Failed, Some(format!("connect: {e}"))),
         },
