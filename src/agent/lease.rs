@@ -21,7 +21,7 @@ use crate::core::time::{Millis, Timing};
 use crate::core::view;
 use crate::guard::clock::monotonic_now_ns;
 use crate::guard::GuardHandle;
-use crate::rpc::peer::{ClientTimeouts, Identity, PeerClient};
+use crate::rpc::peer::{ClientOptions, Identity, PeerClient};
 
 /// A lease this node holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +50,8 @@ pub struct Renewer {
     pub ownership: Arc<Ownership>,
     /// Who this node is on the peer service.
     pub identity: Arc<Identity>,
+    /// Settings for calls to the leader.
+    pub client_options: ClientOptions,
     /// Where the lease is published.
     pub lease: watch::Sender<Option<Lease>>,
     /// Whether this node could run the group now.
@@ -141,8 +143,9 @@ impl Renewer {
                     self.identity.clone(),
                     leader,
                     &member.addr,
-                    ClientTimeouts {
+                    ClientOptions {
                         connect: self.interval,
+                        ..self.client_options.clone()
                     },
                 )
                 .ok()?;

@@ -131,6 +131,7 @@ impl Agent {
             applied: arbiter.applied(),
             ownership: arbiter.ownership().clone(),
             identity: arbiter.identity().clone(),
+            client_options: arbiter.client_options().clone(),
             lease: lease_tx,
             healthy: healthy_rx,
             guard: guard.clone(),
@@ -261,18 +262,24 @@ async fn monitor(
     now: Arc<Notify>,
     interval: Duration,
 ) {
+    let mut asked = false;
     loop {
         let states: Vec<ResourceStatus> =
             group.monitor_all().await.iter().map(core_status).collect();
-        out.send_if_modified(|current| {
-            let changed = *current != states;
-            *current = states;
-            changed
-        });
-        tokio::select! {
-            _ = now.notified() => {}
-            _ = tokio::time::sleep(interval) => {}
+        if asked {
+            // Someone waits for this fresh look: publish it even when nothing changed.
+            out.send_replace(states);
+        } else {
+            out.send_if_modified(|current| {
+                let changed = *current != states;
+                *current = states;
+                changed
+            });
         }
+        asked = tokio::select! {
+            _ = now.notified() => true,
+            _ = tokio::time::sleep(interval) => false,
+        };
     }
 }
 

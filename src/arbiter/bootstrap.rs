@@ -17,10 +17,9 @@ use rand::Rng;
 
 use crate::config::{Config, RaftTiming};
 use crate::consensus::is_pristine;
-use crate::consensus::network::Faults;
 use crate::consensus::types::{NodeId, Raft, Role};
 use crate::rpc::pb;
-use crate::rpc::peer::{AppendGate, ClientTimeouts, Identity, PeerClient};
+use crate::rpc::peer::{AppendGate, ClientOptions, Identity, PeerClient};
 use crate::status::NodeNotes;
 
 /// How often a pristine node asks its peers about their stores.
@@ -47,7 +46,7 @@ pub async fn run(
     config: Config,
     identity: Arc<Identity>,
     notes: Arc<NodeNotes>,
-    faults: Option<Arc<Faults>>,
+    options: ClientOptions,
     gate: Arc<AppendGate>,
 ) {
     let initializer = config
@@ -68,8 +67,9 @@ pub async fn run(
             identity.clone(),
             member.id,
             &member.address,
-            ClientTimeouts {
+            ClientOptions {
                 connect: PROBE_TIMEOUT,
+                ..options.clone()
             },
         ) {
             Ok(client) => peers.push((member.id, member.name.clone(), client)),
@@ -84,7 +84,7 @@ pub async fn run(
             }
             return;
         }
-        let (round, cleared) = probe_round(&mut peers, config.node_id, &faults).await;
+        let (round, cleared) = probe_round(&mut peers).await;
         gate.set_cleared(cleared);
         let waiting = match round {
             Round::AllPristine if Some(config.node_id) == initializer => {
@@ -132,23 +132,10 @@ pub async fn run(
 
 /// Probes every peer once; returns what was learned and the peers this pristine node may
 /// take the log from (those that answered and remember nothing of it).
-async fn probe_round(
-    peers: &mut [(NodeId, String, PeerClient)],
-    me: NodeId,
-    faults: &Option<Arc<Faults>>,
-) -> (Round, BTreeSet<NodeId>) {
-    let asks = peers.iter_mut().map(|(id, name, client)| {
-        let blocked = faults
-            .as_ref()
-            .is_some_and(|f| f.is_blocked(me, *id) || f.is_blocked(*id, me));
-        async move {
-            let answer = if blocked {
-                None
-            } else {
-                client.probe(PROBE_TIMEOUT).await.ok()
-            };
-            (*id, name.clone(), answer)
-        }
+async fn probe_round(peers: &mut [(NodeId, String, PeerClient)]) -> (Round, BTreeSet<NodeId>) {
+    let asks = peers.iter_mut().map(|(id, name, client)| async move {
+        let answer = client.probe(PROBE_TIMEOUT).await.ok();
+        (*id, name.clone(), answer)
     });
     let answers = futures::future::join_all(asks).await;
     let cleared: BTreeSet<NodeId> = answers

@@ -26,7 +26,7 @@ use crate::consensus::network::{Faults, Network};
 use crate::consensus::store::{self, AppliedState, StoreIdentity};
 use crate::consensus::types::{NodeId, Raft};
 use crate::rpc::admin::{AdminContext, AdminService};
-use crate::rpc::peer::{AppendGate, ClientTimeouts, Identity, PeerService};
+use crate::rpc::peer::{AppendGate, ClientOptions, Identity, PeerService};
 use crate::status::NodeNotes;
 use ownership::Ownership;
 use propose::Proposer;
@@ -61,6 +61,7 @@ pub struct Arbiter {
     ownership: Arc<Ownership>,
     proposer: Arc<Proposer>,
     identity: Arc<Identity>,
+    client_options: ClientOptions,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     tasks: Vec<JoinHandle<()>>,
@@ -87,13 +88,14 @@ impl Arbiter {
             node_id: config.node_id,
             members: config.members.iter().map(|m| m.id).collect(),
         });
+        let client_options = ClientOptions {
+            connect: Duration::from_millis(config.raft.heartbeat_interval_ms.max(100)),
+            faults: options.faults.clone(),
+        };
         let network = Network::new(
             peer_identity.clone(),
-            ClientTimeouts {
-                connect: Duration::from_millis(config.raft.heartbeat_interval_ms.max(100)),
-            },
+            client_options.clone(),
             crate::consensus::unreachable_backoff(&config.raft),
-            options.faults.clone(),
         );
         let raft = Raft::new(
             config.node_id,
@@ -111,6 +113,7 @@ impl Arbiter {
             raft.clone(),
             peer_identity.clone(),
             config.membership(),
+            client_options.clone(),
         ));
         let gate = Arc::new(AppendGate::default());
         let peer = PeerService::new(
@@ -152,7 +155,7 @@ impl Arbiter {
                 config.clone(),
                 peer_identity,
                 notes.clone(),
-                options.faults.clone(),
+                client_options.clone(),
                 gate,
             )),
             tokio::spawn(bootstrap::nudge_elections(
@@ -170,6 +173,7 @@ impl Arbiter {
             ownership,
             proposer,
             identity: peer_identity_for_handle,
+            client_options,
             stop: Some(stop_tx),
             server,
             tasks,
@@ -204,6 +208,11 @@ impl Arbiter {
     /// Who this node is on the peer service.
     pub fn identity(&self) -> &Arc<Identity> {
         &self.identity
+    }
+
+    /// Settings for calls to peers (connect timeout, test faults).
+    pub fn client_options(&self) -> &ClientOptions {
+        &self.client_options
     }
 
     /// Why this node waits, if it does.

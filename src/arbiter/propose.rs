@@ -11,7 +11,7 @@ use openraft::ServerState;
 
 use crate::consensus::state::{Request, Response};
 use crate::consensus::types::{Member, NodeId, Raft};
-use crate::rpc::peer::{ClientTimeouts, Identity, PeerClient, PeerMethod, PROPOSE_TIMEOUT};
+use crate::rpc::peer::{ClientOptions, Identity, PeerClient, PeerMethod, PROPOSE_TIMEOUT};
 
 /// Why a proposal was not committed.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,7 @@ pub struct Proposer {
     raft: Raft,
     identity: Arc<Identity>,
     members: std::collections::BTreeMap<NodeId, Member>,
+    options: ClientOptions,
     clients: Mutex<HashMap<NodeId, PeerClient>>,
 }
 
@@ -38,11 +39,13 @@ impl Proposer {
         raft: Raft,
         identity: Arc<Identity>,
         members: std::collections::BTreeMap<NodeId, Member>,
+        options: ClientOptions,
     ) -> Self {
         Proposer {
             raft,
             identity,
             members,
+            options,
             clients: Mutex::new(HashMap::new()),
         }
     }
@@ -96,8 +99,9 @@ impl Proposer {
             self.identity.clone(),
             target,
             &member.addr,
-            ClientTimeouts {
+            ClientOptions {
                 connect: Duration::from_millis(500),
+                ..self.options.clone()
             },
         )
         .map_err(|e| ProposeError::NotCommitted(e.to_string()))?;

@@ -6,7 +6,8 @@
 //! `Unreachable` (which makes openraft back off); a slow peer is a `Timeout`.
 //!
 //! In-process tests can cut links with [`Faults`]: a blocked `(from, to)` pair drops requests
-//! from `from` to `to`, and a blocked `(to, from)` pair drops the answer.
+//! from `from` to `to`, and a blocked `(to, from)` pair drops the answer. The peer client
+//! applies the table to every peer call (Raft, lease reports, proposals, bootstrap probes).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -22,7 +23,7 @@ use openraft::raft::{
 };
 
 use crate::consensus::types::{Member, NodeId, TypeConfig};
-use crate::rpc::peer::{CallError, ClientTimeouts, Identity, PeerClient, PeerMethod};
+use crate::rpc::peer::{CallError, ClientOptions, Identity, PeerClient, PeerMethod};
 
 /// Links cut on purpose, for tests. Empty in production.
 #[derive(Debug, Default)]
@@ -76,26 +77,19 @@ impl Faults {
 #[derive(Clone)]
 pub struct Network {
     identity: Arc<Identity>,
-    timeouts: ClientTimeouts,
+    options: ClientOptions,
     backoff: Duration,
-    faults: Option<Arc<Faults>>,
     clients: Arc<Mutex<HashMap<(NodeId, String), PeerClient>>>,
 }
 
 impl Network {
     /// A network for the node `identity` describes. `backoff` is how long openraft waits
     /// before retrying an unreachable peer.
-    pub fn new(
-        identity: Arc<Identity>,
-        timeouts: ClientTimeouts,
-        backoff: Duration,
-        faults: Option<Arc<Faults>>,
-    ) -> Self {
+    pub fn new(identity: Arc<Identity>, options: ClientOptions, backoff: Duration) -> Self {
         Network {
             identity,
-            timeouts,
+            options,
             backoff,
-            faults,
             clients: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -109,7 +103,7 @@ impl Network {
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
-        let client = PeerClient::new(self.identity.clone(), target, addr, self.timeouts)?;
+        let client = PeerClient::new(self.identity.clone(), target, addr, self.options.clone())?;
         clients.insert(key, client.clone());
         Ok(client)
     }
@@ -124,7 +118,6 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             client: self.client_for(target, &node.addr),
             backoff: self.backoff,
-            faults: self.faults.clone(),
         }
     }
 }
@@ -135,7 +128,6 @@ pub struct Connection {
     target: NodeId,
     client: Result<PeerClient, CallError>,
     backoff: Duration,
-    faults: Option<Arc<Faults>>,
 }
 
 impl Connection {
@@ -161,23 +153,11 @@ impl Connection {
                 timeout,
             })
         };
-        if let Some(faults) = &self.faults {
-            if faults.is_blocked(self.me, self.target) {
-                let e = CallError::Unreachable("link cut by a test fault".into());
-                return Err(RPCError::Unreachable(Unreachable::new(&e)));
-            }
-        }
         let client = match &mut self.client {
             Ok(client) => client,
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
         };
         let result: Result<Result<Resp, E>, CallError> = client.call(method, rpc, timeout).await;
-        if let Some(faults) = &self.faults {
-            if faults.is_blocked(self.target, self.me) {
-                // The request went through but the answer is lost on the way back.
-                return Err(timed_out());
-            }
-        }
         match result {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),

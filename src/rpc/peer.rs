@@ -15,6 +15,7 @@ use tonic::{Code, Request, Response, Status};
 use super::pb::{self, peer_client, peer_server};
 use super::{decode, encode, MAX_MESSAGE_BYTES};
 use crate::arbiter::ownership::{Ownership, ReportError};
+use crate::consensus::network::Faults;
 use crate::consensus::state::{Request as Proposal, Response as Outcome};
 use crate::consensus::types::{NodeId, Raft};
 
@@ -278,11 +279,13 @@ pub enum CallError {
     Failed(String),
 }
 
-/// Connection settings for calls to peers.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientTimeouts {
+/// Settings for calls to peers.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
     /// Limit for establishing a TCP connection.
     pub connect: Duration,
+    /// Links cut on purpose by tests; `None` in production.
+    pub faults: Option<Arc<Faults>>,
 }
 
 /// A cached, lazily connected channel to one peer's gRPC endpoint.
@@ -291,6 +294,7 @@ pub struct PeerClient {
     target: NodeId,
     identity: Arc<Identity>,
     client: peer_client::PeerClient<Channel>,
+    faults: Option<Arc<Faults>>,
 }
 
 impl PeerClient {
@@ -299,9 +303,9 @@ impl PeerClient {
         identity: Arc<Identity>,
         target: NodeId,
         addr: &str,
-        timeouts: ClientTimeouts,
+        options: ClientOptions,
     ) -> Result<Self, CallError> {
-        let channel = lazy_channel(addr, timeouts.connect)?;
+        let channel = lazy_channel(addr, options.connect)?;
         let client = peer_client::PeerClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -309,7 +313,28 @@ impl PeerClient {
             target,
             identity,
             client,
+            faults: options.faults,
         })
+    }
+
+    /// A test fault drops what this node sends to the target.
+    fn cut_out(&self) -> Result<(), CallError> {
+        match &self.faults {
+            Some(f) if f.is_blocked(self.identity.node_id, self.target) => {
+                Err(CallError::Unreachable("link cut by a test fault".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A test fault drops the target's answers: the call went through, the answer is lost.
+    fn cut_back(&self, timeout: Duration) -> Result<(), CallError> {
+        match &self.faults {
+            Some(f) if f.is_blocked(self.target, self.identity.node_id) => {
+                Err(CallError::Timeout(timeout))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Sends one openraft request to `method` and decodes the peer's `Result`.
@@ -323,6 +348,7 @@ impl PeerClient {
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
     {
+        self.cut_out()?;
         let mut request = Request::new(pb::RaftMessage {
             envelope: Some(self.identity.envelope_to(self.target)),
             payload: encode(rpc),
@@ -340,6 +366,7 @@ impl PeerClient {
             Err(_) => return Err(CallError::Timeout(timeout)),
             Ok(result) => result.map_err(|status| status_to_error(status, timeout))?,
         };
+        self.cut_back(timeout)?;
         decode(&response.into_inner().payload).map_err(|e| CallError::Failed(e.to_string()))
     }
 
@@ -352,6 +379,7 @@ impl PeerClient {
         health_reason: &str,
         timeout: Duration,
     ) -> Result<Result<bool, ReportError>, CallError> {
+        self.cut_out()?;
         let mut request = Request::new(pb::ReportRequest {
             envelope: Some(self.identity.envelope_to(self.target)),
             renew_epoch,
@@ -363,6 +391,7 @@ impl PeerClient {
             Err(_) => Err(CallError::Timeout(timeout)),
             Ok(Err(status)) => Err(status_to_error(status, timeout)),
             Ok(Ok(reply)) => {
+                self.cut_back(timeout)?;
                 let reply = reply.into_inner();
                 if reply.refused.is_empty() {
                     Ok(Ok(reply.granted))
@@ -378,6 +407,7 @@ impl PeerClient {
     /// Asks the peer whether its store is pristine and whether it remembers this node's log
     /// (bootstrap).
     pub async fn probe(&mut self, timeout: Duration) -> Result<pb::ProbeReply, CallError> {
+        self.cut_out()?;
         let mut request = Request::new(pb::ProbeRequest {
             envelope: Some(self.identity.envelope_to(self.target)),
         });
@@ -385,7 +415,10 @@ impl PeerClient {
         match tokio::time::timeout(timeout, self.client.probe(request)).await {
             Err(_) => Err(CallError::Timeout(timeout)),
             Ok(Err(status)) => Err(status_to_error(status, timeout)),
-            Ok(Ok(reply)) => Ok(reply.into_inner()),
+            Ok(Ok(reply)) => {
+                self.cut_back(timeout)?;
+                Ok(reply.into_inner())
+            }
         }
     }
 }
