@@ -1,4 +1,4 @@
-//! The DRBD agent's real command lines against the DRBD stand-in (`examples/drbd_standin.rs`):
+//! The DRBD agent's real command lines against the DRBD stand-in (`tests/tools/drbd_standin.rs`):
 //! promotion attaches the shared ext4 image, status parses, demotion detaches, and the refusals
 //! (connected peer Primary, Outdated disk, device held open) come out as the right recoveries.
 //!

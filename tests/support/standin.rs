@@ -3,7 +3,7 @@
 //! name baked in), and a `Drop` that detaches every loop device backing the image, whatever state
 //! the test left the nodes in.
 //!
-//! The stand-in itself is `examples/drbd_standin.rs`; [`binary`] builds it on first use.
+//! The stand-in itself is `tests/tools/drbd_standin.rs`; [`binary`] builds it on first use.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

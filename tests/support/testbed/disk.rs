@@ -1,5 +1,5 @@
 //! The replicated disk of the testbed: one ext4 image shared through the DRBD stand-in
-//! (`examples/drbd_standin.rs`), with a MariaDB datadir initialised on it before the run.
+//! (`tests/tools/drbd_standin.rs`), with a MariaDB datadir initialised on it before the run.
 //!
 //! The stand-in's state directory (image, per-node state, ledger) lives in the run directory,
 //! outside every host's namespaces; each management node gets a wrapper script that runs the
