@@ -246,3 +246,33 @@ fn the_reference_configs_are_complete_and_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_witness_binary_links_no_resource_agent_code() {
+    // Defined functions of the agents' code (nm, from binutils, which the Rust toolchain's
+    // linker needs anyway); the agent binary is the control.
+    let symbols = |binary: &str| {
+        let out = std::process::Command::new("nm")
+            .args(["--defined-only", "--demangle"])
+            .arg(support::procs::bin(binary))
+            .output()
+            .expect("run nm (binutils)");
+        assert!(out.status.success(), "nm failed on {binary}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let agent = symbols("quorate-agent");
+    let witness = symbols("quorate-witness");
+    for name in [
+        "VipAgent",
+        "MysqlAgent",
+        "FilesystemAgent",
+        "DrbdAgent",
+        "mysql_async",
+    ] {
+        assert!(
+            agent.contains(name),
+            "control: {name} missing from the agent"
+        );
+        assert!(!witness.contains(name), "{name} is linked into the witness");
+    }
+}
