@@ -29,6 +29,10 @@
 //! where the numbers come from; on a shared or small machine the tails mostly measure the
 //! neighbours, so compare runs only from the same machine and the same disk (the temp dir).
 
+#[path = "bench_support/mod.rs"]
+mod bench_support;
+use bench_support::*;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,15 +57,6 @@ struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
 }
-
-/// Member ids, names and the binary each one runs.
-const MEMBERS: [(u64, &str, &str, &str); 3] = [
-    (1, "node1", "management", "quorate-agent"),
-    (2, "node2", "management", "quorate-agent"),
-    (3, "witness", "witness", "quorate-witness"),
-];
-/// How long any one wait (stable cluster, new leader) may take before the benchmark gives up.
-const DEADLINE: Duration = Duration::from_secs(30);
 
 fn main() -> std::process::ExitCode {
     match run(Args::parse()) {
@@ -101,65 +96,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The directory holding the release binaries: the example's own target profile directory.
-fn binaries_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow::anyhow!("cannot find the target dir above {}", exe.display()))?;
-    for name in ["quorate-agent", "quorate-witness", "quoratectl"] {
-        if !dir.join(name).is_file() {
-            anyhow::bail!(
-                "{name} is missing from {}: run `cargo build --release --bins` first, with the \
-                 same CARGO_TARGET_DIR as this example",
-                dir.display()
-            );
-        }
-    }
-    Ok(dir.to_path_buf())
-}
-
-/// `d` in milliseconds, rounded to the microsecond.
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
-/// p50/p99 (nearest rank), min, max and mean of `samples`, in milliseconds.
-fn summary(samples: &[Duration]) -> Value {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let n = sorted.len();
-    if n == 0 {
-        return json!({ "count": 0 });
-    }
-    let rank = |p: f64| ms(sorted[((p * n as f64).ceil() as usize).clamp(1, n) - 1]);
-    let total: Duration = sorted.iter().sum();
-    json!({
-        "count": n, "p50_ms": rank(0.50), "p99_ms": rank(0.99), "min_ms": ms(sorted[0]),
-        "max_ms": ms(sorted[n - 1]), "mean_ms": ms(total / n as u32),
-    })
-}
-
-/// Where the numbers were taken.
-fn machine() -> Value {
-    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    json!({
-        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "kernel_release": read("/proc/sys/kernel/osrelease").trim(),
-        "build_profile": if cfg!(debug_assertions) { "debug" } else { "release" },
-        "loadavg_at_start": loadavg(),
-        "temp_dir": std::env::temp_dir(),
-    })
-}
-
-/// The 1, 5 and 15 minute load averages: other work on the machine skews every number here.
-fn loadavg() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
+/// The shared summary of duration samples, in milliseconds.
+fn summary_of(samples: &[Duration]) -> Value {
+    summary(&samples.iter().map(|d| ms(*d)).collect::<Vec<_>>())
 }
 
 /// The TOML config of member `id` for a cluster listening on `ports` (default timing).
@@ -347,20 +286,6 @@ impl ProcessCluster {
     }
 }
 
-/// Calls `check` every `every` until it returns `Some`, or fails after [`DEADLINE`].
-fn poll<T>(what: &str, every: Duration, mut check: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check() {
-            return Ok(value);
-        }
-        if Instant::now() >= deadline {
-            anyhow::bail!("timed out after {DEADLINE:?} waiting for {what}");
-        }
-        std::thread::sleep(every);
-    }
-}
-
 /// Kills the leader `runs` times and measures until a survivor names a new one.
 fn leader_failover(bins: &Path, runs: usize) -> anyhow::Result<Value> {
     let mut cluster = ProcessCluster::start(bins)?;
@@ -410,8 +335,8 @@ fn leader_failover(bins: &Path, runs: usize) -> anyhow::Result<Value> {
         cluster.spawn(killed)?;
     }
     Ok(json!({
-        "summary": summary(&samples),
-        "final_poll": summary(&final_polls),
+        "summary": summary_of(&samples),
+        "final_poll": summary_of(&final_polls),
         "raft_timing": {
             "heartbeat_interval_ms": timing.heartbeat_interval_ms,
             "election_timeout_min_ms": timing.election_timeout_min_ms,
@@ -469,5 +394,5 @@ async fn commit_latency(commits: usize) -> anyhow::Result<Value> {
     for node in nodes {
         node.shutdown().await?;
     }
-    Ok(json!({ "summary": summary(&samples), "leader": leader_name, "warmup_commits": 10 }))
+    Ok(json!({ "summary": summary_of(&samples), "leader": leader_name, "warmup_commits": 10 }))
 }

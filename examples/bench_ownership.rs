@@ -32,6 +32,10 @@
 //! Times are milliseconds: p50 and p99 by nearest rank, min, max, mean. On a small shared
 //! machine the tails mostly measure the neighbours; compare runs from the same machine only.
 
+#[path = "bench_support/mod.rs"]
+mod bench_support;
+use bench_support::*;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,15 +66,6 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-/// Member ids, names and the binary each one runs.
-const MEMBERS: [(u64, &str, &str, &str); 3] = [
-    (1, "node1", "management", "quorate-agent"),
-    (2, "node2", "management", "quorate-agent"),
-    (3, "witness", "witness", "quorate-witness"),
-];
-/// How long any one wait may take before the benchmark gives up.
-const DEADLINE: Duration = Duration::from_secs(30);
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Guards outlive their killed agents; as a subreaper this process can reap them.
@@ -100,23 +95,6 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(out, format!("{text}\n"))?;
     }
     Ok(())
-}
-
-/// The directory holding the release binaries: the example's own target profile directory.
-fn binaries_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf);
-    let dir = dir.ok_or_else(|| anyhow::anyhow!("no target dir above {}", exe.display()))?;
-    for name in ["quorate-agent", "quorate-witness", "quoratectl"] {
-        if !dir.join(name).is_file() {
-            anyhow::bail!(
-                "{name} is missing from {}: run `cargo build --release --bins` first, with the \
-                 same CARGO_TARGET_DIR as this example",
-                dir.display()
-            );
-        }
-    }
-    Ok(dir)
 }
 
 /// Member `id`'s config: a Dummy group (state, ledger and faults under `dir`) on management
@@ -321,20 +299,6 @@ fn reap_zombies() {
     }
 }
 
-/// Calls `check` every `every` until it returns `Some`, or fails after [`DEADLINE`].
-fn poll<T>(what: &str, every: Duration, mut check: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check() {
-            return Ok(value);
-        }
-        if Instant::now() >= deadline {
-            anyhow::bail!("timed out after {DEADLINE:?} waiting for {what}");
-        }
-        std::thread::sleep(every);
-    }
-}
-
 /// SIGKILLs the owner's agent `runs` times and measures until the other node holds the group.
 fn owner_kill(bins: &Path, runs: usize) -> anyhow::Result<Value> {
     let mut cluster = ProcCluster::start(bins)?;
@@ -455,23 +419,4 @@ async fn poll_async<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> anyh
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-/// p50/p99 (nearest rank), min, max and mean of millisecond samples.
-fn summary(samples: &[f64]) -> Value {
-    let mut ms = samples.to_vec();
-    ms.sort_by(f64::total_cmp);
-    if ms.is_empty() {
-        return json!({ "count": 0 });
-    }
-    let rank = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
-    let round = |v: f64| (v * 10.0).round() / 10.0;
-    json!({
-        "count": ms.len(),
-        "p50_ms": round(rank(0.50)),
-        "p99_ms": round(rank(0.99)),
-        "min_ms": round(ms[0]),
-        "max_ms": round(ms[ms.len() - 1]),
-        "mean_ms": round(ms.iter().sum::<f64>() / ms.len() as f64),
-    })
 }
