@@ -4,7 +4,10 @@
 //!
 //! Needs root, cgroup v2, nftables and MariaDB; outside CI a machine without them skips with the
 //! reason printed, under CI (`CI` set) the tests fail. Run them with
-//! `cargo test --test testbed -- --nocapture` to see the measured timings.
+//! `cargo test --test testbed -- --nocapture` to see the measured timings. A failed scenario
+//! keeps its run directory under `target/testbed-runs/` (every scenario does with
+//! `QUORATE_TESTBED_KEEP=1`); `cargo run --example testbed_recheck -- <run dir>` runs every
+//! checker on it again.
 
 mod support;
 
@@ -432,3 +435,8 @@ mod checkers {
         assert!(parse_utc("2026-13-01T00:00:00Z").is_none());
     }
 }
+
+/// Checker 1's client side (ARP and the neighbour entry) and the offline re-check of a saved
+/// run directory, on made-up histories. (No root needed.)
+#[path = "support/testbed/recheck_tests.rs"]
+mod rechecks;

@@ -171,6 +171,26 @@ impl VipAgent {
         for round in 0..rounds {
             if round > 0 {
                 tokio::time::sleep(Duration::from_millis(self.config.arp_interval_ms)).await;
+                // This task may have been paused (SIGSTOP, a frozen host) past its lease while
+                // it slept, and the guard may have taken the VIP off: announcing an address this
+                // node no longer holds would steer clients away from the next owner.
+                let present = netlink::address_prefixes(link.index, vip.ip, self.timeout())
+                    .await
+                    .map_err(|e| self.netlink_error(ctx, "announce", Recovery::Retry, e))?;
+                if !present.contains(&vip.prefix) {
+                    return Err(self.logged(
+                        ctx,
+                        "announce",
+                        self.error(
+                            Recovery::Retry,
+                            format!(
+                                "the VIP left {} during the gratuitous ARP burst (before round {} of {rounds}); stopped announcing it",
+                                self.config.interface,
+                                round + 1
+                            ),
+                        ),
+                    ));
+                }
             }
             sender.send_round(mac, vip.ip).map_err(|e| {
                 self.logged(

@@ -3,6 +3,10 @@
 //!
 //! All times are `CLOCK_MONOTONIC` nanoseconds. A checker returns the violations it found,
 //! one sentence each; an empty list means the history keeps the promise.
+//!
+//! This file, `arp_checks.rs` and `saved.rs` use nothing but std, serde and each other, so the
+//! offline re-check (`examples/testbed_recheck.rs`) includes them by path and judges a saved
+//! run with exactly the code the live scenarios use.
 
 use std::collections::BTreeMap;
 
@@ -68,7 +72,7 @@ pub fn intervals_from_events(events: &[(String, u64, bool)]) -> Vec<Interval> {
 }
 
 /// An address added to or deleted from a host's interface (`ip -ts monitor address`).
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct VipEvent {
     /// The host.
     pub host: String,
@@ -90,7 +94,7 @@ pub fn check_vip(events: &[VipEvent]) -> Vec<String> {
 }
 
 /// One write probe against a host's own MySQL.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Probe {
     /// The host probed.
     pub host: String,
@@ -155,7 +159,7 @@ pub fn check_writers(probes: &[Probe]) -> Vec<String> {
 }
 
 /// What the client learned about one write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     /// Acknowledged.
     Ok,
@@ -166,7 +170,7 @@ pub enum Outcome {
 }
 
 /// One write of the client through the VIP.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Write {
     /// The sequence number written.
     pub n: u64,
@@ -225,12 +229,23 @@ pub fn server_runs(writes: &[Write], present: &BTreeMap<u64, u32>) -> Vec<(u32, 
     runs
 }
 
+/// One line of the DRBD stand-in's ledger (`drbd/ledger.jsonl` in the run directory).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RoleChange {
+    /// `CLOCK_MONOTONIC` nanoseconds.
+    pub t_ns: u64,
+    /// The node that changed role.
+    pub node: String,
+    /// `Primary` or `Secondary`.
+    pub role: String,
+    /// Other nodes that were Primary at that moment (a disconnected dual Primary).
+    #[serde(default)]
+    pub other_primaries: Vec<String>,
+}
+
 /// Checker 3: no two Primary intervals in the stand-in's ledger overlap, no role change saw
 /// another Primary, and at most one read-write mount of the image at any instant.
-pub fn check_disk(
-    ledger: &[super::disk::RoleChange],
-    mounts: &[(String, u64, bool)],
-) -> Vec<String> {
+pub fn check_disk(ledger: &[RoleChange], mounts: &[(String, u64, bool)]) -> Vec<String> {
     let flat: Vec<(String, u64, bool)> = ledger
         .iter()
         .map(|c| (c.node.clone(), c.t_ns, c.role == "Primary"))
@@ -250,7 +265,7 @@ pub fn check_disk(
 }
 
 /// One resource action in an agent's log, with its fencing token.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EpochEvent {
     /// When (monotonic, from the log line's wall-clock stamp).
     pub t: u64,
@@ -338,7 +353,7 @@ pub fn check_epochs(events: &[EpochEvent]) -> (Vec<String>, Vec<String>) {
 /// group=group epoch=5 node=a` into (wall-clock ns, message, epoch).
 pub fn parse_action_line(line: &str) -> Option<(u64, &'static str, u64)> {
     let stamp = line.split_whitespace().next()?;
-    let wall = super::history::parse_utc(stamp)?;
+    let wall = parse_utc(stamp)?;
     let action = ACTIONS.iter().find(|a| line.contains(*a))?;
     let epoch = line
         .split_whitespace()
@@ -346,4 +361,41 @@ pub fn parse_action_line(line: &str) -> Option<(u64, &'static str, u64)> {
         .parse()
         .ok()?;
     Some((wall, action, epoch))
+}
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let m = month as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses `2026-01-31T09:53:28.746026Z` (the `Z` optional, any number of fraction digits) as
+/// UTC into nanoseconds since the Unix epoch.
+pub fn parse_utc(text: &str) -> Option<u64> {
+    let text = text.trim().trim_end_matches('Z');
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.split('-');
+    let year: i64 = d.next()?.parse().ok()?;
+    let month: u32 = d.next()?.parse().ok()?;
+    let day: u32 = d.next()?.parse().ok()?;
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.split(':');
+    let hour: u64 = t.next()?.parse().ok()?;
+    let minute: u64 = t.next()?.parse().ok()?;
+    let second: u64 = t.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    let mut nanos: u64 = 0;
+    for (i, c) in fraction.chars().take(9).enumerate() {
+        nanos += c.to_digit(10)? as u64 * 10u64.pow(8 - i as u32);
+    }
+    let days = days_from_civil(year, month, day);
+    let secs = days.checked_mul(86_400)? as u64 + hour * 3600 + minute * 60 + second;
+    Some(secs * 1_000_000_000 + nanos)
 }

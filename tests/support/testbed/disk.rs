@@ -55,19 +55,8 @@ pub fn run(program: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// One line of the stand-in's ledger.
-#[derive(Clone, Debug, serde::Deserialize)]
-pub struct RoleChange {
-    /// `CLOCK_MONOTONIC` nanoseconds.
-    pub t_ns: u64,
-    /// The node that changed role.
-    pub node: String,
-    /// `Primary` or `Secondary`.
-    pub role: String,
-    /// Other nodes that were Primary at that moment (a disconnected dual Primary).
-    #[serde(default)]
-    pub other_primaries: Vec<String>,
-}
+/// One line of the stand-in's ledger (defined with the checkers, which read it offline too).
+pub use super::checks::RoleChange;
 
 /// The shared disk.
 pub struct Disk {

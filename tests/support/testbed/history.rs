@@ -13,6 +13,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+pub use super::checks::parse_utc;
+
 /// `CLOCK_MONOTONIC` in nanoseconds.
 pub fn mono_ns() -> u64 {
     quorate::resources::ledger::monotonic_ns()
@@ -54,43 +56,6 @@ impl WallToMono {
     pub fn mono(&self, wall_ns: u64) -> u64 {
         (wall_ns as i128 - self.offset).max(0) as u64
     }
-}
-
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let m = month as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Parses `2026-01-31T09:53:28.746026Z` (the `Z` optional, any number of fraction digits) as
-/// UTC into nanoseconds since the Unix epoch.
-pub fn parse_utc(text: &str) -> Option<u64> {
-    let text = text.trim().trim_end_matches('Z');
-    let (date, time) = text.split_once('T')?;
-    let mut d = date.split('-');
-    let year: i64 = d.next()?.parse().ok()?;
-    let month: u32 = d.next()?.parse().ok()?;
-    let day: u32 = d.next()?.parse().ok()?;
-    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
-    let mut t = hms.split(':');
-    let hour: u64 = t.next()?.parse().ok()?;
-    let minute: u64 = t.next()?.parse().ok()?;
-    let second: u64 = t.next()?.parse().ok()?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    let mut nanos: u64 = 0;
-    for (i, c) in fraction.chars().take(9).enumerate() {
-        nanos += c.to_digit(10)? as u64 * 10u64.pow(8 - i as u32);
-    }
-    let days = days_from_civil(year, month, day);
-    let secs = days.checked_mul(86_400)? as u64 + hour * 3600 + minute * 60 + second;
-    Some(secs * 1_000_000_000 + nanos)
 }
 
 /// One line of the fault schedule.

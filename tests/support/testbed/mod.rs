@@ -12,6 +12,8 @@
 //! is left. Scenarios of one test binary run one at a time (they share two CPU cores and the
 //! timing checks would suffer).
 
+mod arp;
+pub mod arp_checks;
 pub mod checks;
 pub mod disk;
 mod faults;
@@ -19,7 +21,11 @@ pub mod history;
 pub mod hosts;
 pub mod nodes;
 pub mod observe;
+pub mod phases;
 pub mod report;
+pub mod saved;
+pub mod schedule;
+pub mod soak;
 
 use disk::Disk;
 use history::RunDir;
@@ -82,6 +88,8 @@ pub struct Testbed {
     failovers: Vec<Failover>,
     options: NodeOptions,
     mount_hosts: Arc<Mutex<Vec<(String, u32, PathBuf)>>>,
+    /// Management host to the MAC of its interface (the only MACs that may answer for the VIP).
+    macs: BTreeMap<String, String>,
     torn_down: bool,
     saved: bool,
     passed: bool,
@@ -142,6 +150,7 @@ impl Testbed {
             failovers: Vec::new(),
             options: options.clone(),
             mount_hosts: Arc::new(Mutex::new(Vec::new())),
+            macs: BTreeMap::new(),
             torn_down: false,
             saved: false,
             passed: false,
@@ -187,6 +196,20 @@ impl Testbed {
             .map(|h| (h.to_string(), self.host(h).netns.clone()))
             .collect();
         self.obs = Some(Observers::start(self.run.clock, &monitored)?);
+        let client_ns = self.host("c").netns.clone();
+        let clock = self.run.clock;
+        if let Some(obs) = self.obs.as_mut() {
+            obs.watch_client_arp(&client_ns, clock)?;
+        }
+        if let Some(net) = &self.net {
+            for host in &net.hosts {
+                let short = host.ns.trim_start_matches(&prefix);
+                if ["a", "b"].contains(&short) {
+                    self.macs
+                        .insert(short.to_string(), arp_checks::format_mac(&host.mac));
+                }
+            }
+        }
         for node in ["w", "a", "b"] {
             let daemon = Daemon::start(
                 self.host(node),

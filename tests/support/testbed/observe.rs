@@ -11,7 +11,9 @@
 //!   resources) through the admin API that `quoratectl status --json` prints.
 //! - A mount sampler: each management host's mount table (through its holder process), to see
 //!   who has the image mounted read-write.
+//! - In `c`, an ARP prober and a neighbour monitor for the VIP (see `arp.rs`).
 
+use super::arp_checks::{ArpSighting, NeighEvent};
 use super::checks::{Outcome, Probe, VipEvent, Write};
 use super::disk::{DB_PASSWORD, DB_USER};
 use super::history::{mono_ns, parse_utc, WallToMono};
@@ -21,7 +23,7 @@ use quorate::status::ClusterStatus;
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -53,7 +55,7 @@ impl StatusSample {
 }
 
 /// Mount sampler event: (host, time, mounted read-write).
-pub type MountEvent = (String, u64, bool);
+pub type MountEvent = super::saved::MountEvent;
 
 /// Every observer of a run.
 pub struct Observers {
@@ -70,6 +72,12 @@ pub struct Observers {
     pub status: Shared<StatusSample>,
     /// Mount sampler transitions.
     pub mounts: Shared<MountEvent>,
+    /// ARP frames from VIP holders seen in `c`.
+    pub arp: Shared<ArpSighting>,
+    /// ARP probes sent from `c`.
+    pub arp_sent: Arc<AtomicU64>,
+    /// Changes of `c`'s neighbour entry for the VIP.
+    pub neigh: Shared<NeighEvent>,
 }
 
 fn shared<T>() -> Shared<T> {
@@ -110,6 +118,9 @@ impl Observers {
             writes: shared(),
             status: shared(),
             mounts: shared(),
+            arp: shared(),
+            arp_sent: Arc::new(AtomicU64::new(0)),
+            neigh: shared(),
         };
         for (host, netns) in hosts {
             let mut child = Command::new("ip")
@@ -146,6 +157,21 @@ impl Observers {
             }));
         }
         Ok(observers)
+    }
+
+    /// Starts the ARP prober and the neighbour monitor of the client host (namespace `netns`).
+    pub fn watch_client_arp(&mut self, netns: &str, clock: WallToMono) -> Result<(), String> {
+        let (child, reader) = super::arp::start_neigh_monitor(netns, clock, self.neigh.clone())?;
+        self.monitors.push(child);
+        self.threads.push(reader);
+        let prober = super::arp::start_prober(
+            netns,
+            self.stop.clone(),
+            self.arp.clone(),
+            self.arp_sent.clone(),
+        )?;
+        self.threads.push(prober);
+        Ok(())
     }
 
     /// Starts a write prober inside `netns` against `ip`, recording as host `host`.

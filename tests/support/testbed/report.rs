@@ -3,41 +3,19 @@
 //! report the timings of each failover. Teardown also runs from `Drop`, so a panicking test
 //! leaves nothing behind either; it then verifies that nothing is left.
 
+use super::arp_checks;
 use super::checks::{self, EpochEvent, Outcome};
 use super::history::mono_ns;
 use super::nodes::{node_of_server, server_id, VIP_IP};
-use super::observe::Observers;
+use super::observe::{Observers, StatusSample};
+use super::saved::{self, SavedRun, Scenario};
 use super::Testbed;
 use mysql_async::prelude::Queryable;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-/// A failover the scenario waited for: the fault, the hosts it took down, the new owner.
-#[derive(Clone, Debug)]
-pub struct Failover {
-    /// What happened.
-    pub what: String,
-    /// When the fault took effect (monotonic ns): timings count from here.
-    pub fault_at: u64,
-    /// Events before this instant do not count as the recovery (for a fault the group
-    /// survives at first, such as a crash its monitor only notices later).
-    pub since: u64,
-    /// Hosts the fault silenced (their leadership does not count).
-    pub down: Vec<String>,
-    /// The node that took over.
-    pub to: String,
-}
-
-/// What a scenario expects beyond the promises every scenario keeps.
-#[derive(Clone, Debug)]
-pub struct Expect {
-    /// How often ownership may move (the client's acknowledged writes may change server at
-    /// most this often).
-    pub moves: usize,
-    /// Read every acknowledged write back through the VIP (needs a running owner at the end).
-    pub read_back: bool,
-}
+pub use super::saved::{Expect, Failover};
 
 /// Timings of one failover, in milliseconds after the fault.
 #[derive(Clone, Debug, Default)]
@@ -54,6 +32,12 @@ pub struct Timing {
     pub status_up_ms: Option<f64>,
     /// The first acknowledged write through the VIP stored by the new owner's server.
     pub first_write_ms: Option<f64>,
+    /// The first ARP probe from `c` the new owner answered.
+    pub arp_reply_ms: Option<f64>,
+    /// `c`'s neighbour entry for the VIP held the new owner's MAC.
+    pub neigh_ms: Option<f64>,
+    /// The same, counted from the VIP coming up on the new owner.
+    pub neigh_after_vip_ms: Option<f64>,
 }
 
 /// The outcome of a scenario.
@@ -81,54 +65,57 @@ fn jsonl<T: serde::Serialize>(items: &[T]) -> String {
         .collect()
 }
 
-/// Everything recorded during a run.
-struct Histories {
-    vip: Vec<super::checks::VipEvent>,
-    probes: Vec<super::checks::Probe>,
-    writes: Vec<super::checks::Write>,
-    status: Vec<super::observe::StatusSample>,
-    mounts: Vec<super::observe::MountEvent>,
-    ledger: Result<Vec<super::disk::RoleChange>, String>,
-    epochs: Vec<EpochEvent>,
-}
-
 impl Testbed {
-    /// Copies every history (call after the observers stopped).
-    fn collect(&self) -> Histories {
-        let (vip, probes, writes, status, mounts) = match &self.obs {
+    /// Copies every history (call after the observers stopped); the ledger's read error, if
+    /// any, comes separately.
+    fn collect(&self, expect: Option<Expect>) -> (SavedRun, Vec<StatusSample>, Option<String>) {
+        let (vip, probes, writes, status, mounts, arp, neigh, sent) = match &self.obs {
             Some(obs) => (
                 Observers::snapshot(&obs.vip),
                 Observers::snapshot(&obs.probes),
                 Observers::snapshot(&obs.writes),
                 Observers::snapshot(&obs.status),
                 Observers::snapshot(&obs.mounts),
+                Observers::snapshot(&obs.arp),
+                Observers::snapshot(&obs.neigh),
+                obs.arp_sent.load(std::sync::atomic::Ordering::Relaxed),
             ),
             None => Default::default(),
         };
-        Histories {
+        let (ledger, ledger_error) = match self.disk.as_ref().map(|d| d.ledger()) {
+            Some(Ok(ledger)) => (ledger, None),
+            Some(Err(e)) => (Vec::new(), Some(e)),
+            None => (Vec::new(), None),
+        };
+        let run = SavedRun {
+            scenario: Scenario {
+                name: self.name.clone(),
+                seed: self.run.seed,
+                expect,
+                failovers: self.failovers.clone(),
+                macs: self.macs.clone(),
+                arp_probes_sent: sent,
+            },
             vip,
+            arp,
+            neigh,
             probes,
             writes,
-            status,
             mounts,
-            ledger: self
-                .disk
-                .as_ref()
-                .map(|d| d.ledger())
-                .unwrap_or(Ok(Vec::new())),
+            ledger,
             epochs: self.epoch_events(),
-        }
+            present: None,
+        };
+        (run, status, ledger_error)
     }
 
     /// Writes every history into the run directory (the stand-in's ledger is there already).
-    fn save(&mut self, h: &Histories) {
+    fn save(&mut self, run: &SavedRun, status: &[StatusSample]) {
         self.saved = true;
-        self.run.write("vip.jsonl", &jsonl(&h.vip));
-        self.run.write("probes.jsonl", &jsonl(&h.probes));
-        self.run.write("writes.jsonl", &jsonl(&h.writes));
-        self.run.write("status.jsonl", &jsonl(&h.status));
-        self.run.write("mounts.jsonl", &jsonl(&h.mounts));
-        self.run.write("epochs.jsonl", &jsonl(&h.epochs));
+        if let Err(e) = run.write(&self.run.path) {
+            eprintln!("testbed: {e}");
+        }
+        self.run.write("status.jsonl", &jsonl(status));
     }
 
     /// Reads `n -> server id` of every row in `tb.seq` through the VIP, from the client host.
@@ -238,7 +225,8 @@ impl Testbed {
             match self.read_back() {
                 Ok(map) => Some(map),
                 Err(e) => {
-                    report.violations.push(e);
+                    // The `writes` checker reports the missing read-back; this says why.
+                    report.notes.push(e);
                     None
                 }
             }
@@ -248,27 +236,15 @@ impl Testbed {
         self.run.step("scenario over: tearing down");
         let teardown = self.teardown();
         report.violations.extend(teardown);
-        let h = self.collect();
-        self.save(&h);
-        let Histories {
-            vip,
-            probes,
-            writes,
-            status,
-            mounts,
-            ledger,
-            epochs,
-        } = h;
-        if let Some(e) = ledger.as_ref().err() {
-            report.violations.push(e.clone());
+        let (mut saved_run, status, ledger_error) = self.collect(Some(expect));
+        saved_run.present = present.clone();
+        self.save(&saved_run, &status);
+        report.violations.extend(ledger_error);
+        // The same verdicts `examples/testbed_recheck.rs` gives on the saved run directory.
+        for verdict in saved::check_run(&saved_run) {
+            report.violations.extend(verdict.violations);
+            report.notes.extend(verdict.notes);
         }
-        let ledger = ledger.unwrap_or_default();
-
-        report.violations.extend(checks::check_vip(&vip));
-        report.violations.extend(checks::check_writers(&probes));
-        report
-            .violations
-            .extend(checks::check_disk(&ledger, &mounts));
         if let Some(disk) = &self.disk {
             if let Err(e) = disk.fsck() {
                 report
@@ -276,32 +252,14 @@ impl Testbed {
                     .push(format!("e2fsck -fn is not clean: {e}"));
             }
         }
-        if let Some(present) = &present {
-            report
-                .violations
-                .extend(checks::check_writes(&writes, present, expect.moves));
-            let runs = checks::server_runs(&writes, present);
-            report.notes.push(format!(
-                "client write runs (server, first, last, count): {runs:?}"
-            ));
-            let failed_present = writes
-                .iter()
-                .filter(|w| w.outcome == Outcome::Failed && present.contains_key(&w.n))
-                .count();
-            if failed_present > 0 {
-                report.notes.push(format!(
-                    "{failed_present} writes reported failed are present"
-                ));
-            }
-        }
-        let (epoch_violations, epoch_notes) = checks::check_epochs(&epochs);
-        report.violations.extend(epoch_violations);
-        report.notes.extend(epoch_notes);
-        if !epochs.iter().any(|e| e.action == "starting group") {
-            report
-                .violations
-                .push("no agent ever logged `starting group` with an epoch".into());
-        }
+        let SavedRun {
+            vip,
+            arp,
+            neigh,
+            writes,
+            scenario,
+            ..
+        } = saved_run;
         let count = |o: Outcome| writes.iter().filter(|w| w.outcome == o).count();
         report.writes = (
             count(Outcome::Ok),
@@ -376,6 +334,7 @@ impl Testbed {
                         .map(|s| s.t),
                 ),
                 first_write_ms: None,
+                ..Timing::default()
             };
             if let Some(present) = &present {
                 timing.first_write_ms = ms(
@@ -387,6 +346,10 @@ impl Testbed {
                         .map(|w| w.end),
                 );
             }
+            let follow = arp_checks::follow(failover, &vip, &arp, &neigh, &writes, &scenario.macs);
+            timing.arp_reply_ms = ms(t0, follow.reply);
+            timing.neigh_ms = ms(t0, follow.neigh);
+            timing.neigh_after_vip_ms = follow.vip_up.and(follow.neigh_ms());
             report.timings.push((failover.what.clone(), timing));
         }
 
@@ -431,13 +394,16 @@ impl Testbed {
             };
             let _ = writeln!(
                 out,
-                "MEASURE {} / {what}: leader {}, owner granted {}, VIP up {}, status all running {}, first write on new owner {}",
+                "MEASURE {} / {what}: leader {}, owner granted {}, VIP up {}, status all running {}, first write on new owner {}, ARP probe answered by new owner {}, client neighbour entry on new owner {} ({} after VIP up)",
                 self.name,
                 f(t.leader_ms),
                 f(t.owner_ms),
                 f(t.vip_up_ms),
                 f(t.status_up_ms),
-                f(t.first_write_ms)
+                f(t.first_write_ms),
+                f(t.arp_reply_ms),
+                f(t.neigh_ms),
+                f(t.neigh_after_vip_ms)
             );
         }
         for note in &report.notes {
@@ -522,8 +488,8 @@ impl Drop for Testbed {
     fn drop(&mut self) {
         let problems = self.teardown();
         if !self.saved {
-            let h = self.collect();
-            self.save(&h);
+            let (run, status, _) = self.collect(None);
+            self.save(&run, &status);
         }
         let keep = std::env::var_os("QUORATE_TESTBED_KEEP").is_some();
         if self.passed && problems.is_empty() && !keep {
