@@ -6,47 +6,16 @@ mod support;
 
 use std::time::Duration;
 
-use quorate::consensus::state::{Command, Request};
-use support::cluster::TestCluster;
+use quorate::consensus::state::Command;
+use support::cluster::{other, request, TestCluster};
 use support::eventually;
 
 const SETTLE: Duration = Duration::from_secs(20);
 
-/// Waits until exactly one node holds the group and every running member agrees it owns it.
-async fn settled_owner(cluster: &TestCluster) -> u64 {
-    eventually("exactly one node to hold the group", SETTLE, || async {
-        let holders = cluster.holders();
-        let [holder] = holders[..] else { return None };
-        let agree = cluster
-            .running()
-            .iter()
-            .all(|id| cluster.owner_seen_by(*id).map(|(n, _)| n) == Some(holder));
-        agree.then_some(holder)
-    })
-    .await
-}
-
-fn other(id: u64) -> u64 {
-    if id == 1 {
-        2
-    } else {
-        1
-    }
-}
-
-fn request(command: Command) -> Request {
-    Request {
-        command,
-        requested_by: "test".into(),
-        reason: "test".into(),
-        at_unix_ms: 0,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_start_gives_the_group_to_exactly_one_node() {
     let cluster = TestCluster::start_with_agents().await;
-    let owner = settled_owner(&cluster).await;
+    let owner = cluster.settled_owner(SETTLE).await;
     let intervals = cluster.assert_ledger_clean();
     assert_eq!(intervals.len(), 1, "{intervals:?}");
     assert!(cluster.owner_seen_by(3).is_some_and(|(n, _)| n == owner));
@@ -56,7 +25,7 @@ async fn cold_start_gives_the_group_to_exactly_one_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchover_moves_the_group_both_ways() {
     let cluster = TestCluster::start_with_agents().await;
-    let first = settled_owner(&cluster).await;
+    let first = cluster.settled_owner(SETTLE).await;
     for target in [other(first), first] {
         let leader = cluster.agreed_leader(&[1, 2, 3], SETTLE).await;
         let response = cluster
@@ -67,7 +36,7 @@ async fn switchover_moves_the_group_both_ways() {
             .expect("switchover request commits");
         assert_eq!(response.data.refused, None);
         let holder = eventually("the group to reach the target", SETTLE, || async {
-            let holder = settled_owner(&cluster).await;
+            let holder = cluster.settled_owner(SETTLE).await;
             (holder == target).then_some(holder)
         })
         .await;
@@ -81,10 +50,10 @@ async fn switchover_moves_the_group_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cleanly_stopped_owner_releases_and_the_other_node_takes_over() {
     let mut cluster = TestCluster::start_with_agents().await;
-    let owner = settled_owner(&cluster).await;
+    let owner = cluster.settled_owner(SETTLE).await;
     let (_, epoch) = cluster.owner_seen_by(3).unwrap();
     cluster.stop(owner).await;
-    let holder = settled_owner(&cluster).await;
+    let holder = cluster.settled_owner(SETTLE).await;
     assert_eq!(holder, other(owner));
     let (_, new_epoch) = cluster.owner_seen_by(3).unwrap();
     assert!(new_epoch > epoch);
@@ -95,7 +64,7 @@ async fn a_cleanly_stopped_owner_releases_and_the_other_node_takes_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_owner_fences_itself_before_the_other_node_starts() {
     let cluster = TestCluster::start_with_agents().await;
-    let owner = settled_owner(&cluster).await;
+    let owner = cluster.settled_owner(SETTLE).await;
     let others: Vec<u64> = [1u64, 2, 3].into_iter().filter(|id| *id != owner).collect();
     cluster.faults.isolate(owner, &others);
     eventually(
@@ -111,7 +80,7 @@ async fn an_isolated_owner_fences_itself_before_the_other_node_starts() {
     assert_eq!(intervals.len(), 2, "{intervals:?}");
     cluster.faults.heal();
     // After healing, the old owner stays down and the group stays where it is.
-    let holder = settled_owner(&cluster).await;
+    let holder = cluster.settled_owner(SETTLE).await;
     assert_eq!(holder, other(owner));
     cluster.assert_ledger_clean();
     cluster.shutdown().await;
@@ -120,9 +89,9 @@ async fn an_isolated_owner_fences_itself_before_the_other_node_starts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_powered_off_owner_is_replaced_after_its_lease() {
     let mut cluster = TestCluster::start_with_agents().await;
-    let owner = settled_owner(&cluster).await;
+    let owner = cluster.settled_owner(SETTLE).await;
     cluster.power_off(owner).await;
-    let holder = settled_owner(&cluster).await;
+    let holder = cluster.settled_owner(SETTLE).await;
     assert_eq!(holder, other(owner));
     cluster.assert_ledger_clean();
     cluster.shutdown().await;

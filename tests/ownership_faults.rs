@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use quorate::config::Config;
-use quorate::consensus::state::{ClusterState, Command, Request};
+use quorate::consensus::state::{ClusterState, Command};
 use quorate::core::time::Timing;
 use quorate::resources::dummy::DummyFault;
 use quorate::resources::ledger::{self, LedgerAction, LedgerEvent};
-use support::cluster::TestCluster;
+use support::cluster::{other, request, TestCluster};
 use support::eventually;
 
 /// Time allowed for any one move of the group (elections, lease waits, starts).
@@ -51,23 +51,6 @@ fn name(id: u64) -> String {
     format!("node{id}")
 }
 
-fn other(id: u64) -> u64 {
-    if id == 1 {
-        2
-    } else {
-        1
-    }
-}
-
-fn request(command: Command) -> Request {
-    Request {
-        command,
-        requested_by: "test".into(),
-        reason: "test".into(),
-        at_unix_ms: 0,
-    }
-}
-
 /// The committed state as node `id` applied it.
 fn state_seen_by(cluster: &TestCluster, id: u64) -> ClusterState {
     cluster.node(id).arbiter().applied().borrow().state.clone()
@@ -79,20 +62,6 @@ fn ledger_events(cluster: &TestCluster) -> Vec<LedgerEvent> {
 
 fn leads(cluster: &TestCluster, id: u64) -> bool {
     cluster.node(id).raft().metrics().borrow().state == ServerState::Leader
-}
-
-/// Waits until exactly one node holds the group and every running member agrees it owns it.
-async fn settled_owner(cluster: &TestCluster) -> u64 {
-    eventually("exactly one node to hold the group", SETTLE, || async {
-        let holders = cluster.holders();
-        let [holder] = holders[..] else { return None };
-        let agree = cluster
-            .running()
-            .iter()
-            .all(|id| cluster.owner_seen_by(*id).map(|(n, _)| n) == Some(holder));
-        agree.then_some(holder)
-    })
-    .await
 }
 
 /// Triggers elections on `id` until it leads and every running member follows it.
@@ -175,7 +144,7 @@ fn last_event_of(events: &[LedgerEvent], id: u64) -> Option<&LedgerEvent> {
 async fn an_isolated_owner_that_leads_fences_and_the_other_node_takes_over() {
     logs();
     let cluster = TestCluster::start_with_agents().await;
-    let owner = settled_owner(&cluster).await;
+    let owner = cluster.settled_owner(SETTLE).await;
     let (_, epoch) = cluster.owner_seen_by(3).unwrap();
     make_leader(&cluster, owner).await;
     renewed_by(&cluster, owner, owner).await;
@@ -215,7 +184,7 @@ async fn an_isolated_owner_that_leads_fences_and_the_other_node_takes_over() {
 
     // Healed, the old leader steps down, learns the new owner and stays stopped.
     cluster.faults.heal();
-    assert_eq!(settled_owner(&cluster).await, successor);
+    assert_eq!(cluster.settled_owner(SETTLE).await, successor);
     let intervals = cluster.assert_ledger_clean();
     assert_eq!(intervals.len(), 2, "{intervals:?}");
     cluster.shutdown().await;
@@ -227,7 +196,7 @@ async fn an_isolated_owner_that_leads_fences_and_the_other_node_takes_over() {
 async fn the_witness_taking_the_lead_moves_nothing() {
     logs();
     let cluster = TestCluster::start_with_agents().await;
-    let owner = settled_owner(&cluster).await;
+    let owner = cluster.settled_owner(SETTLE).await;
     let (_, epoch) = cluster.owner_seen_by(3).unwrap();
     // Start from the owner leading, so the witness takes the leadership away from it.
     make_leader(&cluster, owner).await;
@@ -268,7 +237,7 @@ async fn the_witness_taking_the_lead_moves_nothing() {
 async fn without_a_quorum_nothing_starts_anywhere() {
     logs();
     let mut cluster = TestCluster::start_with_agents().await;
-    let owner = settled_owner(&cluster).await;
+    let owner = cluster.settled_owner(SETTLE).await;
     let (_, epoch) = cluster.owner_seen_by(3).unwrap();
     let survivor = other(owner);
 
@@ -331,7 +300,7 @@ async fn without_a_quorum_nothing_starts_anywhere() {
 async fn one_way_partition(owner_to_leader: bool) {
     logs();
     let cluster = TestCluster::start_with_agents().await;
-    let owner = settled_owner(&cluster).await;
+    let owner = cluster.settled_owner(SETTLE).await;
     make_leader(&cluster, 3).await;
     renewed_by(&cluster, 3, owner).await;
     let (from, to) = if owner_to_leader {
@@ -366,7 +335,7 @@ async fn one_way_partition(owner_to_leader: bool) {
     eprintln!("one-way partition {from}->{to} dropped: owner {owner}, group ends on node {holder}");
 
     cluster.faults.heal();
-    assert_eq!(settled_owner(&cluster).await, holder);
+    assert_eq!(cluster.settled_owner(SETTLE).await, holder);
     cluster.assert_ledger_clean();
     cluster.shutdown().await;
 }
@@ -391,7 +360,7 @@ async fn leader_to_owner_dropped_keeps_one_holder() {
 async fn a_switchover_target_that_cannot_start_gives_the_group_back() {
     logs();
     let cluster = TestCluster::start_with_agents().await;
-    let original = settled_owner(&cluster).await;
+    let original = cluster.settled_owner(SETTLE).await;
     let (_, epoch) = cluster.owner_seen_by(3).unwrap();
     let target = other(original);
     DummyFault::FailStart
@@ -424,7 +393,7 @@ async fn a_switchover_target_that_cannot_start_gives_the_group_back() {
     )
     .await;
     let (holder, new_epoch) = (back.node, back.epoch);
-    assert_eq!(settled_owner(&cluster).await, holder);
+    assert_eq!(cluster.settled_owner(SETTLE).await, holder);
     assert_eq!(cluster.owner_seen_by(3), Some((original, new_epoch)));
 
     let state = state_seen_by(&cluster, 3);
@@ -455,7 +424,7 @@ async fn a_switchover_target_that_cannot_start_gives_the_group_back() {
 async fn a_resource_that_keeps_failing_is_restarted_in_place_then_moves() {
     logs();
     let cluster = TestCluster::start_with_agents().await;
-    let owner = settled_owner(&cluster).await;
+    let owner = cluster.settled_owner(SETTLE).await;
     let (_, epoch) = cluster.owner_seen_by(3).unwrap();
     let successor = other(owner);
     let max_restarts = Config::load(&cluster.config_path(owner))
@@ -502,7 +471,7 @@ async fn a_resource_that_keeps_failing_is_restarted_in_place_then_moves() {
     DummyFault::FailMonitor
         .clear(&cluster.fault_dir(owner))
         .expect("clear fail-monitor");
-    assert_eq!(settled_owner(&cluster).await, successor);
+    assert_eq!(cluster.settled_owner(SETTLE).await, successor);
     stays(
         "the group on the other node",
         window(&cluster),

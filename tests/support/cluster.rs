@@ -183,6 +183,21 @@ impl TestCluster {
         owner.map(|o| (o.node, o.epoch))
     }
 
+    /// Waits until exactly one node holds the group and every running member agrees it owns
+    /// it, and returns that node.
+    pub async fn settled_owner(&self, timeout: Duration) -> u64 {
+        eventually("exactly one node to hold the group", timeout, || async {
+            let holders = self.holders();
+            let [holder] = holders[..] else { return None };
+            let agree = self
+                .running()
+                .iter()
+                .all(|id| self.owner_seen_by(*id).map(|(n, _)| n) == Some(holder));
+            agree.then_some(holder)
+        })
+        .await
+    }
+
     /// Checks the shared ledger: no two nodes ever held the group at once, and epochs never
     /// went backwards. Returns the holding intervals.
     pub fn assert_ledger_clean(&self) -> Vec<quorate::resources::ledger::HoldingInterval> {
@@ -283,4 +298,23 @@ fn dummy_group(dir: &std::path::Path, id: u64) -> String {
     format!(
         "[guard]\nenabled = false\n\n[group]\nstate_dir = \"node{id}/state\"\nmonitor_interval_ms = 100\n\n[[group.resources]]\nkind = \"dummy\"\nname = \"db\"\nstate_file = \"node{id}/dummy.state\"\nledger_file = \"ledger.jsonl\"\nfault_dir = \"node{id}/faults\"\n"
     )
+}
+
+/// The other management node.
+pub fn other(id: u64) -> u64 {
+    if id == 1 {
+        2
+    } else {
+        1
+    }
+}
+
+/// A request as a test proposes it.
+pub fn request(command: quorate::consensus::state::Command) -> quorate::consensus::state::Request {
+    quorate::consensus::state::Request {
+        command,
+        requested_by: "test".into(),
+        reason: "test".into(),
+        at_unix_ms: 0,
+    }
 }
