@@ -81,10 +81,12 @@ fn check_config_lists_every_problem() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("witness (witness)"));
 }
 
-#[test]
-fn the_shipped_local_configs_are_valid() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster-configs/local");
-    for name in ["node1", "node2", "witness"] {
+/// Runs `check-config` on each named config in `cluster-configs/<set>/`; returns that directory.
+fn check_shipped_configs(set: &str, names: &[&str]) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("cluster-configs")
+        .join(set);
+    for name in names {
         let file = dir.join(format!("{name}.toml"));
         let out = quoratectl(&["check-config", file.to_str().unwrap()]);
         assert!(
@@ -93,6 +95,12 @@ fn the_shipped_local_configs_are_valid() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    dir
+}
+
+#[test]
+fn the_shipped_local_configs_are_valid() {
+    check_shipped_configs("local", &["node1", "node2", "witness"]);
 }
 
 #[test]
@@ -215,16 +223,7 @@ fn quoratectl_switches_over_refuses_with_reasons_and_keeps_history() {
 
 #[test]
 fn the_reference_configs_are_complete_and_valid() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster-configs/reference");
-    for name in ["node-a", "node-b", "witness"] {
-        let file = dir.join(format!("{name}.toml"));
-        let out = quoratectl(&["check-config", file.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let dir = check_shipped_configs("reference", &["node-a", "node-b", "witness"]);
     for name in ["node-a", "node-b"] {
         let config = quorate::config::Config::load(&dir.join(format!("{name}.toml"))).unwrap();
         let kinds: Vec<&str> = config.group.resources.iter().map(|r| r.kind()).collect();
