@@ -69,6 +69,10 @@ impl Mariadb {
             ));
         }
         std::fs::write(&users, sql).unwrap();
+        // Each server gets its own tmpdir: mariadbd deletes every `#sql*` file in its tmpdir at
+        // start-up, so servers sharing /tmp delete each other's temporary tables.
+        let tmpdir = dir.path().join("tmp");
+        std::fs::create_dir(&tmpdir).unwrap();
         let install_db = which("mariadb-install-db").unwrap();
         common::run(
             &install_db.to_string_lossy(),
@@ -79,6 +83,7 @@ impl Mariadb {
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
                 &format!("--extra-file={}", users.display()),
+                &format!("--tmpdir={}", tmpdir.display()),
             ],
         )
         .expect("mariadb-install-db");
@@ -106,6 +111,7 @@ impl Mariadb {
             "--bind-address=127.0.0.1".into(),
             "--user=root".into(),
             format!("--pid-file={}", self.datadir.join("mariadbd.pid").display()),
+            format!("--tmpdir={}", self.path("tmp").display()),
             "--skip-name-resolve".into(),
             "--innodb-buffer-pool-size=32M".into(),
         ];

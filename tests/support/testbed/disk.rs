@@ -153,6 +153,7 @@ impl Disk {
             "--auth-root-authentication-method=normal".into(),
             "--skip-test-db".into(),
             format!("--extra-file={}", extra.display()),
+            format!("--tmpdir={}", run_dir.path.display()),
         ];
         args.extend(innodb_options());
         let log =

@@ -53,6 +53,8 @@ fn mysqld_command(dir: &Path, mount: &Path, node: &str, extra: &[String]) -> Vec
         format!("--datadir={}", mount.join("data").display()),
         format!("--socket={}", dir.join("mysqld.sock").display()),
         format!("--pid-file={}", dir.join("mariadbd.pid").display()),
+        // Its own tmpdir: mariadbd deletes every `#sql*` file in its tmpdir at start-up.
+        format!("--tmpdir={}", dir.join("tmp").display()),
         "--port=3306".into(),
         "--bind-address=0.0.0.0".into(),
         "--user=root".into(),
@@ -173,7 +175,7 @@ impl Daemon {
     ) -> Result<Daemon, String> {
         let node = host.name.as_str();
         let dir = run.join(node);
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(dir.join("tmp")).map_err(|e| e.to_string())?;
         let config = dir.join("config.toml");
         std::fs::write(&config, config_text(run, node, disk, options))
             .map_err(|e| e.to_string())?;
