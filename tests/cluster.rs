@@ -240,3 +240,44 @@ async fn a_wiped_node_never_initializes_and_says_why_it_waits() {
     .await;
     cluster.shutdown().await;
 }
+
+/// A follower answers a new leader's question "when did you last take part in a round of an
+/// earlier term" only from its own term: asked about a term it has not reached, it says so
+/// (the asker ignores such answers); asked about its own term, it counts the current leader's
+/// heartbeats, which keep arriving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_report_how_long_ago_they_took_part_in_an_earlier_term() {
+    let cluster = TestCluster::start().await;
+    let leader = cluster.agreed_leader(&[1, 2, 3], ELECTION).await;
+    let follower = [1u64, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let term = cluster.term(follower);
+    let asker = cluster.node(leader).arbiter();
+    let mut client = quorate::rpc::peer::PeerClient::new(
+        asker.identity().clone(),
+        follower,
+        &format!("127.0.0.1:{}", cluster.ports[(follower - 1) as usize]),
+        asker.client_options().clone(),
+    )
+    .expect("a client");
+    let timeout = Duration::from_secs(2);
+    let ahead = eventually("a recent heartbeat of the current term", ELECTION, || {
+        let mut client = client.clone();
+        async move {
+            let reply = client.horizon(term + 1, timeout).await.ok()?;
+            (reply.age_ms < 1_000).then_some(reply)
+        }
+    })
+    .await;
+    assert_eq!(
+        ahead.term, term,
+        "the follower's own term, below the asked one"
+    );
+    let own = client.horizon(term, timeout).await.expect("an answer");
+    assert_eq!(own.term, term);
+    assert!(
+        own.age_ms >= ahead.age_ms,
+        "rounds below the current term cannot be more recent than the current term's: \
+         {own:?} vs {ahead:?}"
+    );
+    cluster.shutdown().await;
+}

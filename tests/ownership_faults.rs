@@ -181,6 +181,19 @@ async fn an_isolated_owner_that_leads_fences_and_the_other_node_takes_over() {
         cluster.owner_seen_by(successor),
         Some((successor, started.epoch))
     );
+    // The new leader counted the old lease from the last round the majority (the successor
+    // and the witness) took part in, before the cut, not from its own later election.
+    let history = state_seen_by(&cluster, successor).history;
+    let grant = history
+        .iter()
+        .find(|record| record.index == started.epoch)
+        .expect("the grant's history record");
+    assert!(
+        grant
+            .reason
+            .contains("a whole lease after a majority last heard the previous leader"),
+        "{grant:?}"
+    );
 
     // Healed, the old leader steps down, learns the new owner and stays stopped.
     cluster.faults.heal();

@@ -9,6 +9,7 @@
 
 mod bootstrap;
 pub mod clock;
+pub mod horizon;
 pub mod ownership;
 pub mod propose;
 pub mod view;
@@ -74,6 +75,9 @@ impl Arbiter {
         listener: TcpListener,
         options: RunOptions,
     ) -> Result<Arbiter, ArbiterError> {
+        // Before Raft starts: every round this node takes part in from now on is noted, and
+        // every earlier one happened before this instant.
+        let horizon = Arc::new(horizon::Horizon::new());
         let identity = StoreIdentity {
             cluster: config.cluster.clone(),
             node_id: config.node_id,
@@ -108,7 +112,14 @@ impl Arbiter {
         .map_err(|e| ArbiterError::Raft(e.to_string()))?;
 
         let notes = Arc::new(NodeNotes::default());
-        let ownership = Ownership::new(config, raft.clone(), applied.clone());
+        let ownership = Ownership::new(
+            config,
+            raft.clone(),
+            applied.clone(),
+            horizon.clone(),
+            peer_identity.clone(),
+            client_options.clone(),
+        );
         let proposer = Arc::new(Proposer::new(
             raft.clone(),
             peer_identity.clone(),
@@ -121,6 +132,7 @@ impl Arbiter {
             (*peer_identity).clone(),
             ownership.clone(),
             gate.clone(),
+            horizon,
         );
         let admin = AdminService::new(AdminContext {
             raft: raft.clone(),

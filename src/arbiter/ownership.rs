@@ -8,8 +8,12 @@
 //!
 //! A renewal is granted only after `ensure_linearizable` (a quorum round that starts after
 //! the request arrived) and only if the committed owner is the asker under that epoch.
+//!
+//! On entering a term it asks every member when it last took part in a round of an earlier
+//! term ([`super::horizon`]); once a majority (itself included) answered, the latest answer
+//! bounds every lease granted before this term.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +21,7 @@ use openraft::ServerState;
 use tokio::sync::{watch, Notify};
 
 use super::clock;
+use super::horizon::Horizon;
 use super::view::cluster_view;
 use crate::config::{Config, FenceHookConfig};
 use crate::consensus::state::{Command, Request};
@@ -25,6 +30,7 @@ use crate::consensus::types::{Member, NodeId, Raft};
 use crate::core::leader::{self, LeaderAction, LeaderInput};
 use crate::core::time::{Millis, Timing};
 use crate::core::view::{self, FenceHook, PeerHealth};
+use crate::rpc::peer::{ClientOptions, Identity, PeerClient};
 
 /// Why a report did not renew a lease.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +55,12 @@ struct LeaderBook {
     /// The owner and epoch last seen committed, and since when.
     owner_seen: Option<(Option<view::Owner>, Millis)>,
     fence_hook: FenceHook,
+    /// Whether the members were asked about earlier-term rounds in this term.
+    horizon_asked: bool,
+    /// Their answers, mapped onto this node's clock.
+    horizon_answers: BTreeMap<NodeId, Millis>,
+    /// The latest answer, once a majority answered.
+    earlier_rounds: Option<Millis>,
 }
 
 /// The leader-side ownership service of one arbiter.
@@ -63,14 +75,22 @@ pub struct Ownership {
     book: Mutex<LeaderBook>,
     wake: Notify,
     reason: Mutex<Option<String>>,
+    horizon: Arc<Horizon>,
+    identity: Arc<Identity>,
+    client_options: ClientOptions,
+    clients: Mutex<HashMap<NodeId, PeerClient>>,
 }
 
 impl Ownership {
-    /// The ownership service for the node `config` describes.
+    /// The ownership service for the node `config` describes. It notes its grants in
+    /// `horizon` and asks the members (as `identity`, with `client_options`) for theirs.
     pub fn new(
         config: &Config,
         raft: Raft,
         applied: watch::Receiver<Arc<AppliedState>>,
+        horizon: Arc<Horizon>,
+        identity: Arc<Identity>,
+        client_options: ClientOptions,
     ) -> Arc<Ownership> {
         Arc::new(Ownership {
             raft,
@@ -83,6 +103,10 @@ impl Ownership {
             book: Mutex::new(LeaderBook::default()),
             wake: Notify::new(),
             reason: Mutex::new(None),
+            horizon,
+            identity,
+            client_options,
+            clients: Mutex::new(HashMap::new()),
         })
     }
 
@@ -128,6 +152,8 @@ impl Ownership {
             }
             Ok(Ok(_)) => {}
         }
+        // This node took part in a round of `term` after the asker's t0.
+        self.horizon.note(term);
         let now = clock::now_ceiling();
         let state = self.applied.borrow().clone();
         let view = cluster_view(&state.state, &self.members);
@@ -221,6 +247,10 @@ impl Ownership {
                 return None;
             };
             book.enter_term(metrics.current_term, now, self.fence_hook.is_some());
+            if !book.horizon_asked {
+                book.horizon_asked = true;
+                self.ask_horizon(metrics.current_term);
+            }
             let elected_at = book.term.map(|(_, at)| at).unwrap_or(now);
             match book.owner_seen {
                 Some((owner, _)) if owner == view.owner => {}
@@ -238,6 +268,7 @@ impl Ownership {
                 now,
                 elected_at,
                 owner_since,
+                earlier_rounds: book.earlier_rounds,
                 granted_until: &book.granted_until,
                 peers: &book.peers,
                 fence_hook: &book.fence_hook,
@@ -302,6 +333,93 @@ impl Ownership {
             Ok(Err(e)) => tracing::warn!(node, error = %e, "grant not committed"),
             Err(_) => tracing::warn!(node, "grant not committed in time"),
         }
+    }
+
+    /// Asks every member, until a majority (this node included) answered from `term` or
+    /// later, when it last took part in a round of an earlier term. Stops when this node no
+    /// longer leads `term`.
+    fn ask_horizon(self: &Arc<Self>, term: u64) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.note_horizon(term, this.node_id, this.horizon.before(term));
+            let timeout = this.renew_interval.max(Duration::from_millis(100));
+            loop {
+                let pending: Vec<(NodeId, PeerClient)> = {
+                    let Ok(book) = this.book.lock() else { return };
+                    if book.term.map(|(t, _)| t) != Some(term) || book.earlier_rounds.is_some() {
+                        return;
+                    }
+                    this.members
+                        .keys()
+                        .filter(|id| !book.horizon_answers.contains_key(id))
+                        .filter_map(|id| this.client(*id).map(|c| (*id, c)))
+                        .collect()
+                };
+                let asks = pending.into_iter().map(|(id, mut client)| async move {
+                    (id, client.horizon(term, timeout).await)
+                });
+                for (id, answer) in futures::future::join_all(asks).await {
+                    match answer {
+                        Ok(reply) if reply.term >= term => {
+                            // The round happened at least `age_ms` (its clock, rounded down)
+                            // before now (this clock, rounded up): see `Horizon`.
+                            let at = clock::now_ceiling().minus(reply.age_ms);
+                            this.note_horizon(term, id, at);
+                        }
+                        Ok(reply) => tracing::debug!(
+                            node = id,
+                            their_term = reply.term,
+                            "horizon: the member has not yet seen this term"
+                        ),
+                        Err(e) => tracing::debug!(node = id, error = %e, "horizon: no answer"),
+                    }
+                }
+                tokio::time::sleep(this.renew_interval).await;
+            }
+        });
+    }
+
+    fn note_horizon(&self, term: u64, from: NodeId, at: Millis) {
+        let majority = self.members.len() / 2 + 1;
+        let Ok(mut book) = self.book.lock() else {
+            return;
+        };
+        if book.term.map(|(t, _)| t) != Some(term) || book.earlier_rounds.is_some() {
+            return;
+        }
+        book.horizon_answers.insert(from, at);
+        if book.horizon_answers.len() >= majority {
+            let latest = book.horizon_answers.values().copied().max();
+            book.earlier_rounds = latest;
+            tracing::info!(
+                term,
+                answered = ?book.horizon_answers.keys().collect::<Vec<_>>(),
+                ms_ago = latest.map(|at| clock::now().since(at)),
+                "a majority last took part in an earlier term's round"
+            );
+            drop(book);
+            self.wake.notify_one();
+        }
+    }
+
+    fn client(&self, target: NodeId) -> Option<PeerClient> {
+        if target == self.node_id {
+            return None;
+        }
+        let mut clients = self.clients.lock().ok()?;
+        if let Some(client) = clients.get(&target) {
+            return Some(client.clone());
+        }
+        let member = self.members.get(&target)?;
+        let client = PeerClient::new(
+            self.identity.clone(),
+            target,
+            &member.addr,
+            self.client_options.clone(),
+        )
+        .ok()?;
+        clients.insert(target, client.clone());
+        Some(client)
     }
 
     fn start_fence_hook(self: &Arc<Self>, node: view::NodeId, epoch: u64) {

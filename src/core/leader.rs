@@ -13,7 +13,10 @@
 //! 5. **Owner silent** (no renewal for [`Timing::silence_ms`] since the later of its last
 //!    renewal and the moment this leader saw it own): with a fencing hook, run it first and
 //!    move at once on confirmation; otherwise (or when the hook failed) move only once
-//!    `max(granted_until[old], elected_at + lease·(1+ρ)) + fence_margin` has passed.
+//!    `max(granted_until[old], min(elected_at, earlier_rounds) + lease·(1+ρ)) + fence_margin`
+//!    has passed. `earlier_rounds` is the last quorum round of an earlier term that a
+//!    majority took part in ([`crate::arbiter::horizon`]); until a majority answered, only
+//!    `elected_at` counts.
 //!
 //! Eligible means: a management node that is a member, not outdated, not on standby, below
 //! the migration threshold, heard from within one lease, reporting it can run the group,
@@ -25,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::reason::{Exclusion, Holder, Reason, Vacancy};
+use super::reason::{Exclusion, Holder, LeaseBound, Reason, Vacancy};
 use super::time::{Millis, Timing};
 use super::view::{ClusterView, FenceHook, Ineligible, NodeId, Owner, PeerHealth, Role};
 use super::Decision;
@@ -66,6 +69,10 @@ pub struct LeaderInput<'a> {
     /// When this process first saw the current owner and epoch committed. Pass `elected_at`
     /// (or anything earlier) if it was already committed then; the core uses the later one.
     pub owner_since: Millis,
+    /// The latest instant, mapped onto this leader's clock, at which a majority of members
+    /// (this leader included) took part in a quorum round of an earlier term; `None` until a
+    /// majority answered. No lease granted in an earlier term started after it.
+    pub earlier_rounds: Option<Millis>,
     /// The leases this leader granted: node to the end of its latest grant.
     pub granted_until: &'a BTreeMap<NodeId, Millis>,
     /// Per node liveness and readiness as seen by this leader; a missing node is unreachable.
@@ -203,15 +210,24 @@ fn owner_holds(input: &LeaderInput<'_>, owner: Owner) -> Decision<LeaderAction> 
         }
     };
 
-    let lease_end = granted
-        .unwrap_or_default()
-        .max(input.elected_at.plus(timing.leader_lease_ms()));
+    // Leases of earlier terms started before both the election and the last earlier-term
+    // round a majority saw; leases of this term end at what this leader granted.
+    let (earlier_start, earlier_bound) = match input.earlier_rounds {
+        Some(rounds) if rounds < input.elected_at => (rounds, LeaseBound::EarlierRounds),
+        _ => (input.elected_at, LeaseBound::Election),
+    };
+    let earlier_end = earlier_start.plus(timing.leader_lease_ms());
+    let (lease_end, bound) = match granted {
+        Some(until) if until >= earlier_end => (until, LeaseBound::Granted),
+        _ => (earlier_end, earlier_bound),
+    };
     let deadline = lease_end.plus(timing.fence_margin_ms);
     if now < deadline {
         return Decision::new(
             Reason::WaitingForOldLease {
                 owner: old,
                 wait_ms: now.until(deadline),
+                bound,
                 fence_failed,
             },
             Vec::new(),
@@ -222,6 +238,7 @@ fn owner_holds(input: &LeaderInput<'_>, owner: Owner) -> Decision<LeaderAction> 
         Reason::GrantAfterLeaseExpiry {
             from: old,
             to: view.name_of(successor),
+            bound,
         },
         grant,
     )

@@ -13,14 +13,18 @@
 //! leader answers only after a quorum round confirmed its leadership and only if the committed
 //! owner is the asker under that epoch ([`leader::answer_renewal`]); it notes
 //! `granted_until = now + lease·(1+ρ)` on *its* clock. A newly elected leader assumes any
-//! lease may run until `elected_at + lease·(1+ρ)`. No instant ever crosses between processes;
-//! [`time::Timing`] holds the only lease arithmetic.
+//! lease of an earlier term may run until `min(elected_at, earlier_rounds) + lease·(1+ρ)`,
+//! where `earlier_rounds` is the last quorum round of an earlier term that a majority took
+//! part in: each member reports how many milliseconds ago that was, and the leader maps the
+//! age onto its own clock (`now − age`, which can only err late). No instant ever crosses
+//! between processes, only such ages; [`time::Timing`] holds the lease arithmetic.
 //!
 //! **The leader** ([`leader::decide`]) moves ownership in three situations and no other:
 //! cold start (no owner: grant to the best node that is not outdated), planned handoff (the
 //! owner committed `Released { epoch }` after stopping: grant at once, to the switchover
 //! target if eligible), and an unplanned move (the owner stopped renewing: grant only once
-//! `max(granted_until[old], elected_at + lease·(1+ρ)) + fence_margin` has passed, or at once
+//! `max(granted_until[old], min(elected_at, earlier_rounds) + lease·(1+ρ)) + fence_margin`
+//! has passed, or at once
 //! if the fencing hook confirmed the old owner down). A witness, an outdated, standby or
 //! over-threshold node, an unreachable or not-ready node never gets ownership automatically.
 //! A change of leader alone never moves anything; a paused cluster moves nothing.

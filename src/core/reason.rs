@@ -19,6 +19,30 @@ pub struct Holder {
     pub epoch: u64,
 }
 
+/// What the leader's estimate of a silent owner's lease end rests on (the latest of them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseBound {
+    /// The end of the lease this leader granted itself.
+    Granted,
+    /// A whole lease from this leader's election.
+    Election,
+    /// A whole lease from the last quorum round of an earlier term that a majority took
+    /// part in (learned from that majority after the election).
+    EarlierRounds,
+}
+
+impl fmt::Display for LeaseBound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LeaseBound::Granted => "the end of the lease this leader granted",
+            LeaseBound::Election => "a whole lease from this leader's election",
+            LeaseBound::EarlierRounds => {
+                "a whole lease after a majority last heard the previous leader"
+            }
+        })
+    }
+}
+
 /// One node the leader could not choose, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exclusion {
@@ -90,6 +114,8 @@ pub enum Reason {
         owner: Holder,
         /// How long until the lease has surely run out, fence margin included.
         wait_ms: u64,
+        /// What that estimate rests on.
+        bound: LeaseBound,
         /// The fencing hook's failure message, if it was tried and failed.
         fence_failed: Option<String>,
     },
@@ -99,6 +125,8 @@ pub enum Reason {
         from: Holder,
         /// The new owner.
         to: String,
+        /// What the lease's end was estimated from.
+        bound: LeaseBound,
     },
     /// Leader: the fencing hook confirmed the silent owner is down; ownership moves at once.
     GrantAfterFence {
@@ -458,11 +486,12 @@ impl fmt::Display for Reason {
             Reason::WaitingForOldLease {
                 owner,
                 wait_ms,
+                bound,
                 fence_failed,
             } => {
                 write!(
                     f,
-                    "owner {} stopped renewing; waiting {wait_ms} ms for its lease to run out before moving the group",
+                    "owner {} stopped renewing; waiting {wait_ms} ms for its lease to run out ({bound}) before moving the group",
                     owner.name
                 )?;
                 if let Some(message) = fence_failed {
@@ -470,9 +499,9 @@ impl fmt::Display for Reason {
                 }
                 Ok(())
             }
-            Reason::GrantAfterLeaseExpiry { from, to } => write!(
+            Reason::GrantAfterLeaseExpiry { from, to, bound } => write!(
                 f,
-                "owner {from} stopped renewing and its lease has run out; giving the group to {to}"
+                "owner {from} stopped renewing and its lease has run out ({bound}); giving the group to {to}"
             ),
             Reason::GrantAfterFence { from, to } => write!(
                 f,

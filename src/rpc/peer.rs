@@ -14,10 +14,11 @@ use tonic::{Code, Request, Response, Status};
 
 use super::pb::{self, peer_client, peer_server};
 use super::{decode, encode, MAX_MESSAGE_BYTES};
+use crate::arbiter::horizon::Horizon;
 use crate::arbiter::ownership::{Ownership, ReportError};
 use crate::consensus::network::Faults;
 use crate::consensus::state::{Request as Proposal, Response as Outcome};
-use crate::consensus::types::{NodeId, Raft};
+use crate::consensus::types::{NodeId, Raft, TypeConfig};
 
 /// How long a forwarded proposal may take to commit on the leader.
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -103,22 +104,26 @@ pub struct PeerService {
     identity: Identity,
     ownership: Arc<Ownership>,
     gate: Arc<AppendGate>,
+    horizon: Arc<Horizon>,
 }
 
 impl PeerService {
     /// A service that checks envelopes against `identity` and hands requests to `raft`, and
-    /// reports to `ownership`.
+    /// reports to `ownership`. Every AppendEntries and snapshot is noted in `horizon` as it
+    /// arrives, before openraft handles it.
     pub fn new(
         raft: Raft,
         identity: Identity,
         ownership: Arc<Ownership>,
         gate: Arc<AppendGate>,
+        horizon: Arc<Horizon>,
     ) -> Self {
         PeerService {
             raft,
             identity,
             ownership,
             gate,
+            horizon,
         }
     }
 
@@ -191,16 +196,30 @@ impl peer_server::Peer for PeerService {
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
-        self.relay(request, true, |rpc| self.raft.append_entries(rpc))
-            .await
+        self.relay(
+            request,
+            true,
+            |rpc: openraft::raft::AppendEntriesRequest<TypeConfig>| {
+                self.horizon.note(rpc.vote.leader_id().get_term());
+                self.raft.append_entries(rpc)
+            },
+        )
+        .await
     }
 
     async fn install_snapshot(
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
-        self.relay(request, true, |rpc| self.raft.install_snapshot(rpc))
-            .await
+        self.relay(
+            request,
+            true,
+            |rpc: openraft::raft::InstallSnapshotRequest<TypeConfig>| {
+                self.horizon.note(rpc.vote.leader_id().get_term());
+                self.raft.install_snapshot(rpc)
+            },
+        )
+        .await
     }
 
     async fn probe(
@@ -245,6 +264,21 @@ impl peer_server::Peer for PeerService {
             },
         };
         Ok(Response::new(reply))
+    }
+
+    async fn horizon(
+        &self,
+        request: Request<pb::HorizonRequest>,
+    ) -> Result<Response<pb::HorizonReply>, Status> {
+        let asked = request.into_inner();
+        self.identity.check(asked.envelope.as_ref())?;
+        // Read the term first: once this node is in `asked.term`, openraft refuses every
+        // round of an earlier term, and every one it took part in was noted before that.
+        let term = self.raft.metrics().borrow().current_term;
+        Ok(Response::new(pb::HorizonReply {
+            term,
+            age_ms: self.horizon.age_before(asked.term),
+        }))
     }
 
     async fn propose(
@@ -400,6 +434,28 @@ impl PeerClient {
                 } else {
                     Ok(Err(ReportError::Undecided(reply.refused)))
                 }
+            }
+        }
+    }
+
+    /// Asks the peer when it last took part in a quorum round of a term below `term`.
+    pub async fn horizon(
+        &mut self,
+        term: u64,
+        timeout: Duration,
+    ) -> Result<pb::HorizonReply, CallError> {
+        self.cut_out()?;
+        let mut request = Request::new(pb::HorizonRequest {
+            envelope: Some(self.identity.envelope_to(self.target)),
+            term,
+        });
+        request.set_timeout(timeout);
+        match tokio::time::timeout(timeout, self.client.horizon(request)).await {
+            Err(_) => Err(CallError::Timeout(timeout)),
+            Ok(Err(status)) => Err(status_to_error(status, timeout)),
+            Ok(Ok(reply)) => {
+                self.cut_back(timeout)?;
+                Ok(reply.into_inner())
             }
         }
     }

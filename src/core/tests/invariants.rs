@@ -82,6 +82,9 @@ fn leader_never_grants_unsafely() {
         let now = Millis(20_000 + rng.below(20_000));
         let elected_at = now.minus(rng.below(15_000));
         let owner_since = now.minus(rng.below(20_000));
+        let earlier_rounds = rng
+            .chance(60)
+            .then(|| elected_at.minus(2_000).plus(rng.below(4_000)));
         let mut granted_until = BTreeMap::new();
         let mut peers = BTreeMap::new();
         for &id in view.nodes.keys() {
@@ -116,6 +119,7 @@ fn leader_never_grants_unsafely() {
             now,
             elected_at,
             owner_since,
+            earlier_rounds,
             granted_until: &granted_until,
             peers: &peers,
             fence_hook: &hook,
@@ -142,11 +146,15 @@ fn leader_never_grants_unsafely() {
                     );
                     if let Some(owner) = view.owner.filter(|_| !view.owner_released()) {
                         assert_ne!(*node, owner.node, "{context}");
+                        // Leases of earlier terms started before the election and before
+                        // the last earlier-term round a majority saw, whichever is first.
+                        let earlier_start =
+                            earlier_rounds.map_or(elected_at, |r| r.min(elected_at));
                         let lease_end = granted_until
                             .get(&owner.node)
                             .copied()
                             .unwrap_or_default()
-                            .max(elected_at.plus(t.leader_lease_ms()));
+                            .max(earlier_start.plus(t.leader_lease_ms()));
                         let fenced = hook == FenceHook::Confirmed { target: owner };
                         assert!(
                             fenced || now >= lease_end.plus(t.fence_margin_ms),

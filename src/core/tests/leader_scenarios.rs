@@ -134,7 +134,8 @@ fn new_leader_waits_full_lease_from_election_before_moving() {
     assert!(d.actions.is_empty());
     assert_eq!(
         d.reason.to_string(),
-        "owner node1 stopped renewing; waiting 1 ms for its lease to run out before moving the group"
+        "owner node1 stopped renewing; waiting 1 ms for its lease to run out (a whole lease from \
+         this leader's election) before moving the group"
     );
 
     let d = scene().at(13_530).decide();
@@ -142,7 +143,8 @@ fn new_leader_waits_full_lease_from_election_before_moving() {
     assert_eq!(d.code(), ReasonCode::GrantAfterLeaseExpiry);
     assert_eq!(
         d.reason.to_string(),
-        "owner node1 (epoch 7) stopped renewing and its lease has run out; giving the group to node2"
+        "owner node1 (epoch 7) stopped renewing and its lease has run out (a whole lease from \
+         this leader's election); giving the group to node2"
     );
 }
 
@@ -154,7 +156,8 @@ fn silent_owner_waits_for_its_granted_lease_plus_margin() {
     assert_eq!(d.code(), ReasonCode::WaitingForOldLease);
     assert_eq!(
         d.reason.to_string(),
-        "owner node1 stopped renewing; waiting 420 ms for its lease to run out before moving the group"
+        "owner node1 stopped renewing; waiting 420 ms for its lease to run out (the end of the \
+         lease this leader granted) before moving the group"
     );
     let d = scene().at(50_500).decide();
     assert_eq!(d.actions, vec![grant(N2, Some((N1, 7)))]);
@@ -171,6 +174,56 @@ fn wait_uses_election_when_it_ends_later_than_the_grant() {
         .decide();
     assert!(d.actions.is_empty());
     assert_eq!(d.wake_at, Some(Millis(22_530)));
+}
+
+#[test]
+fn new_leader_counts_the_lease_from_the_last_round_a_majority_saw() {
+    // The owner also led and died; a majority last took part in one of its rounds at 9 200
+    // and this node was elected at 10 000. No lease of the old term started after 9 200, so
+    // it has surely run out at 9 200 + 3030, not 10 000 + 3030.
+    let scene = || {
+        leader(cluster().owned_by(N1, 7))
+            .elected(10_000)
+            .earlier_rounds(9_200)
+    };
+    let d = scene().at(11_500).decide();
+    assert!(d.actions.is_empty());
+    assert_eq!(d.code(), ReasonCode::WaitingForOldLease);
+    assert_eq!(d.wake_at, Some(Millis(12_730)));
+    assert_eq!(
+        d.reason.to_string(),
+        "owner node1 stopped renewing; waiting 1230 ms for its lease to run out (a whole lease \
+         after a majority last heard the previous leader) before moving the group"
+    );
+    assert!(scene().at(12_729).decide().actions.is_empty());
+    let d = scene().at(12_730).decide();
+    assert_eq!(d.actions, vec![grant(N2, Some((N1, 7)))]);
+    assert_eq!(d.code(), ReasonCode::GrantAfterLeaseExpiry);
+}
+
+#[test]
+fn earlier_rounds_never_shorten_a_lease_of_this_term_or_outlast_the_election_bound() {
+    // A round "after" the election (clock mapping slack) changes nothing: the election
+    // bound is the earlier one.
+    let d = leader(cluster().owned_by(N1, 7))
+        .elected(10_000)
+        .earlier_rounds(10_400)
+        .at(11_500)
+        .decide();
+    assert_eq!(d.wake_at, Some(Millis(13_530)));
+    // A lease this leader granted in its own term still runs to its end.
+    let d = leader(cluster().owned_by(N1, 7))
+        .elected(10_000)
+        .earlier_rounds(9_200)
+        .granted(N1, 14_000)
+        .at(14_000)
+        .decide();
+    assert!(d.actions.is_empty());
+    assert_eq!(d.wake_at, Some(Millis(14_500)));
+    assert!(d
+        .reason
+        .to_string()
+        .contains("(the end of the lease this leader granted)"));
 }
 
 #[test]
@@ -322,8 +375,9 @@ fn failed_fence_hook_falls_back_to_lease_wait() {
     assert!(d.actions.is_empty());
     assert_eq!(
         d.reason.to_string(),
-        "owner node1 stopped renewing; waiting 420 ms for its lease to run out before moving \
-         the group (the fencing hook failed: ipmi timed out)"
+        "owner node1 stopped renewing; waiting 420 ms for its lease to run out (the end of the \
+         lease this leader granted) before moving the group (the fencing hook failed: ipmi \
+         timed out)"
     );
     let d = leader(cluster().owned_by(N1, 7))
         .granted(N1, 50_000)

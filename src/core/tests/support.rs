@@ -131,6 +131,7 @@ pub struct LeaderScene {
     now: u64,
     elected_at: u64,
     owner_since: u64,
+    earlier_rounds: Option<u64>,
     granted: BTreeMap<NodeId, Millis>,
     heard: BTreeMap<NodeId, Heard>,
     hook: FenceHook,
@@ -144,6 +145,7 @@ pub fn leader(view: ClusterView) -> LeaderScene {
         now: 100_000,
         elected_at: 0,
         owner_since: 0,
+        earlier_rounds: None,
         granted: BTreeMap::new(),
         heard: BTreeMap::new(),
         hook: FenceHook::NotConfigured,
@@ -159,6 +161,11 @@ impl LeaderScene {
     /// This node became leader at `at`.
     pub fn elected(mut self, at: u64) -> Self {
         self.elected_at = at;
+        self
+    }
+    /// A majority last took part in a round of an earlier term at `at`.
+    pub fn earlier_rounds(mut self, at: u64) -> Self {
+        self.earlier_rounds = Some(at);
         self
     }
     /// The leader first saw the current owner at `at`.
@@ -235,6 +242,7 @@ impl LeaderScene {
             now: Millis(self.now),
             elected_at: Millis(self.elected_at),
             owner_since: Millis(self.owner_since),
+            earlier_rounds: self.earlier_rounds.map(Millis),
             granted_until: &self.granted,
             peers: &peers,
             fence_hook: &self.hook,
