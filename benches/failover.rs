@@ -8,7 +8,11 @@
 //!
 //! ```text
 //! cargo bench --bench failover -- [--runs N] [--out FILE] [--only power-off|switchover]
+//!                                  [--timing default|fast]
 //! ```
+//!
+//! `--timing fast` runs the cluster with the shorter timings of [`FAST_TIMING`] (the same
+//! ones `cluster-configs/reference/` shows as the fast profile) instead of the defaults.
 //!
 //! Prints one JSON object on standard output (the testbed's progress goes to standard error):
 //! per kind, min / p50 / p99 / max of each phase and of each segment between phases, and every
@@ -27,6 +31,7 @@ use std::io::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::Duration;
+use support::testbed::nodes::NodeOptions;
 use support::testbed::phases::Phases;
 use support::testbed::report::Expect;
 use support::testbed::Testbed;
@@ -35,6 +40,19 @@ const STEADY: Duration = Duration::from_secs(40);
 const FAILOVER: Duration = Duration::from_secs(30);
 /// Steady writes before the fault, so the lease renewals run at their usual pace.
 const WARM_UP: Duration = Duration::from_secs(1);
+
+/// The fast timing profile: shorter election timeouts, lease and fence margin. Config
+/// validation accepts it (the owner's lease still outlasts an election plus a renewal).
+const FAST_TIMING: &str = "[raft]
+heartbeat_interval_ms = 50
+election_timeout_min_ms = 150
+election_timeout_max_ms = 300
+
+[lease]
+duration_ms = 1000
+renew_interval_ms = 200
+fence_margin_ms = 200
+";
 
 /// The two failovers the bench measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +85,7 @@ struct Args {
     runs: usize,
     out: Option<PathBuf>,
     kinds: Vec<Kind>,
+    fast: bool,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -75,6 +94,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         runs: if bench_mode { 20 } else { 1 },
         out: None,
         kinds: vec![Kind::PowerOff, Kind::Switchover],
+        fast: false,
     };
     let mut i = 0;
     while i < args.len() {
@@ -103,9 +123,16 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             }
             "--out" => parsed.out = Some(PathBuf::from(value("--out")?)),
             "--only" => parsed.kinds = vec![Kind::parse(&value("--only")?)?],
+            "--timing" => {
+                parsed.fast = match value("--timing")?.as_str() {
+                    "default" => false,
+                    "fast" => true,
+                    other => return Err(format!("--timing {other:?}: give `default` or `fast`")),
+                }
+            }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; usage: failover [--runs N] [--out FILE] [--only power-off|switchover]"
+                    "unknown argument {other:?}; usage: failover [--runs N] [--out FILE] [--only power-off|switchover] [--timing default|fast]"
                 ))
             }
         }
@@ -115,9 +142,17 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
 }
 
 /// One failover on a fresh testbed; `None` when the machine cannot run the testbed.
-fn one_run(kind: Kind, index: usize) -> Option<Phases> {
+fn one_run(kind: Kind, index: usize, fast: bool) -> Option<Phases> {
     let name = format!("bench-{}-{index:02}", kind.key());
-    let mut bed = Testbed::start(&name, Default::default())?;
+    let options = NodeOptions {
+        extra_config: if fast {
+            FAST_TIMING.to_string()
+        } else {
+            String::new()
+        },
+        ..NodeOptions::default()
+    };
+    let mut bed = Testbed::start(&name, options)?;
     let owner = bed.wait_steady(STEADY);
     bed.hold(WARM_UP);
     let target = Testbed::other(&owner);
@@ -367,7 +402,7 @@ fn main() {
                 index + 1,
                 args.runs
             );
-            match std::panic::catch_unwind(AssertUnwindSafe(|| one_run(*kind, index))) {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| one_run(*kind, index, args.fast))) {
                 Ok(Some(phases)) => runs.push(phases),
                 Ok(None) => {
                     drop(redirect.take());
@@ -390,6 +425,7 @@ fn main() {
         "bench": "failover",
         "runs_per_kind": args.runs,
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "cluster_timing": if args.fast { "fast" } else { "default" },
         "timings": "ms after the fault: the cable pull of the owner's host (power-off), or the switchover request",
         "targets": {
             "power_off_first_write_p50_ms": 1500,

@@ -355,25 +355,30 @@ impl Ownership {
                         .filter_map(|id| this.client(*id).map(|c| (*id, c)))
                         .collect()
                 };
-                let asks = pending.into_iter().map(|(id, mut client)| async move {
-                    (id, client.horizon(term, timeout).await)
-                });
-                for (id, answer) in futures::future::join_all(asks).await {
-                    match answer {
-                        Ok(reply) if reply.term >= term => {
-                            // The round happened at least `age_ms` (its clock, rounded down)
-                            // before now (this clock, rounded up): see `Horizon`.
-                            let at = clock::now_ceiling().minus(reply.age_ms);
-                            this.note_horizon(term, id, at);
+                // Each answer is noted as it arrives: the receipt instant is part of the
+                // bound, and a silent member must not hold up the others.
+                let asks = pending.into_iter().map(|(id, mut client)| {
+                    let this = this.clone();
+                    async move {
+                        match client.horizon(term, timeout).await {
+                            Ok(reply) if reply.term >= term => {
+                                // The round happened at least `age_ms` (its clock, rounded
+                                // down) before now (this clock, rounded up): see `Horizon`.
+                                let at = clock::now_ceiling().minus(reply.age_ms);
+                                this.note_horizon(term, id, at);
+                            }
+                            Ok(reply) => tracing::debug!(
+                                node = id,
+                                their_term = reply.term,
+                                "horizon: the member has not yet seen this term"
+                            ),
+                            Err(e) => {
+                                tracing::debug!(node = id, error = %e, "horizon: no answer")
+                            }
                         }
-                        Ok(reply) => tracing::debug!(
-                            node = id,
-                            their_term = reply.term,
-                            "horizon: the member has not yet seen this term"
-                        ),
-                        Err(e) => tracing::debug!(node = id, error = %e, "horizon: no answer"),
                     }
-                }
+                });
+                futures::future::join_all(asks).await;
                 tokio::time::sleep(this.renew_interval).await;
             }
         });

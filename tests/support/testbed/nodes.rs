@@ -43,6 +43,9 @@ pub fn node_of_server(id: u32) -> Option<&'static str> {
 pub struct NodeOptions {
     /// Extra `mariadbd` arguments per node (for example a broken option).
     pub mysqld_extra: Vec<(String, String)>,
+    /// Config tables appended to every node's file (for example other `[raft]` and
+    /// `[lease]` timings); empty for the defaults.
+    pub extra_config: String,
 }
 
 /// The mariadbd command line of `node`.
@@ -151,6 +154,10 @@ interface = "eth0"
         text.push_str(&format!(
             "\n[[members]]\nid = {id}\nname = \"{name}\"\naddress = \"{address}:{RAFT_PORT}\"\nrole = \"{role}\"\n"
         ));
+    }
+    if !options.extra_config.is_empty() {
+        text.push('\n');
+        text.push_str(&options.extra_config);
     }
     text
 }

@@ -269,10 +269,17 @@ impl Testbed {
 
         let grants = self.grants();
         let elections = self.elections();
-        for failover in &self.failovers {
+        for (i, failover) in self.failovers.iter().enumerate() {
             let t0 = failover.fault_at;
             let since = failover.since;
-            let after = status.iter().filter(|s| s.t >= since);
+            // A failover's phases are looked for up to the next fault only: in a run with
+            // several faults, a later failover's events must not be credited to this one.
+            let until = self
+                .failovers
+                .get(i + 1)
+                .map_or(u64::MAX, |next| next.since);
+            let within = |t: u64| t >= since && t < until;
+            let after = status.iter().filter(|s| within(s.t));
             // A new owner means a new epoch: the one in force at the fault does not count.
             let epoch_before = status
                 .iter()
@@ -296,7 +303,7 @@ impl Testbed {
                         .map(|s| s.t),
                     elections
                         .iter()
-                        .filter(|(t, node)| *t >= since && alive(node))
+                        .filter(|(t, node)| within(*t) && alive(node))
                         .map(|(t, _)| *t)
                         .min(),
                 )
@@ -304,7 +311,7 @@ impl Testbed {
             let owner = earliest(
                 grants
                     .iter()
-                    .filter(|(t, node)| *t >= since && *node == failover.to)
+                    .filter(|(t, node)| within(*t) && *node == failover.to)
                     .map(|(t, _)| *t)
                     .min(),
                 after
@@ -322,7 +329,7 @@ impl Testbed {
                 vip_up_ms: ms(
                     t0,
                     vip.iter()
-                        .filter(|e| e.t >= since && e.added && e.host == failover.to)
+                        .filter(|e| within(e.t) && e.added && e.host == failover.to)
                         .map(|e| e.t)
                         .min(),
                 ),
@@ -341,7 +348,7 @@ impl Testbed {
                     t0,
                     writes
                         .iter()
-                        .filter(|w| w.start >= since && w.outcome == Outcome::Ok)
+                        .filter(|w| within(w.start) && w.outcome == Outcome::Ok)
                         .find(|w| present.get(&w.n).copied() == Some(server_id(&failover.to)))
                         .map(|w| w.end),
                 );
