@@ -31,7 +31,7 @@ use std::io::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::Duration;
-use support::testbed::nodes::NodeOptions;
+use support::testbed::nodes::{NodeOptions, FAST_TIMING};
 use support::testbed::phases::Phases;
 use support::testbed::report::Expect;
 use support::testbed::Testbed;
@@ -40,19 +40,6 @@ const STEADY: Duration = Duration::from_secs(40);
 const FAILOVER: Duration = Duration::from_secs(30);
 /// Steady writes before the fault, so the lease renewals run at their usual pace.
 const WARM_UP: Duration = Duration::from_secs(1);
-
-/// The fast timing profile: shorter election timeouts, lease and fence margin. Config
-/// validation accepts it (the owner's lease still outlasts an election plus a renewal).
-const FAST_TIMING: &str = "[raft]
-heartbeat_interval_ms = 50
-election_timeout_min_ms = 150
-election_timeout_max_ms = 300
-
-[lease]
-duration_ms = 1000
-renew_interval_ms = 200
-fence_margin_ms = 200
-";
 
 /// The two failovers the bench measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

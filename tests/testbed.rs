@@ -12,6 +12,7 @@
 mod support;
 
 use std::time::Duration;
+use support::testbed::nodes::{NodeOptions, FAST_TIMING};
 use support::testbed::report::Expect;
 use support::testbed::Testbed;
 
@@ -98,7 +99,25 @@ fn owner_isolated() {
 /// other node starts.
 #[test]
 fn raft_port_cut() {
-    let Some(mut bed) = Testbed::start("raft_port_cut", Default::default()) else {
+    raft_port_cut_with("raft_port_cut", NodeOptions::default());
+}
+
+/// The same cut under the fast timing profile (lease 1000 ms, fence margin 200 ms, election
+/// timeouts 150-300 ms): the old owner, still reachable by clients, must have stopped writing
+/// before the shorter wait ends.
+#[test]
+fn raft_port_cut_with_the_fast_timing() {
+    raft_port_cut_with(
+        "raft_port_cut_fast",
+        NodeOptions {
+            extra_config: FAST_TIMING.to_string(),
+            ..NodeOptions::default()
+        },
+    );
+}
+
+fn raft_port_cut_with(name: &str, options: NodeOptions) {
+    let Some(mut bed) = Testbed::start(name, options) else {
         return;
     };
     let owner = bed.wait_steady(STEADY);

@@ -38,6 +38,20 @@ pub fn node_of_server(id: u32) -> Option<&'static str> {
     ["a", "b"].into_iter().find(|n| server_id(n) == id)
 }
 
+/// The fast timing profile (see `cluster-configs/reference/node-a.toml`): shorter election
+/// timeouts, lease and fence margin. Config validation accepts it: the owner's lease still
+/// outlasts an election plus a renewal.
+pub const FAST_TIMING: &str = "[raft]
+heartbeat_interval_ms = 50
+election_timeout_min_ms = 150
+election_timeout_max_ms = 300
+
+[lease]
+duration_ms = 1000
+renew_interval_ms = 200
+fence_margin_ms = 200
+";
+
 /// Extra settings of one scenario.
 #[derive(Clone, Debug, Default)]
 pub struct NodeOptions {
