@@ -139,11 +139,33 @@ fn last_event_of(events: &[LedgerEvent], id: u64) -> Option<&LedgerEvent> {
 
 /// (a) The owner also leads Raft and is cut off from both peers: it cannot confirm a quorum,
 /// so its lease runs out and it fences itself; the other two elect a leader that waits out the
-/// old lease and gives the group to the other management node.
+/// old lease and gives the group to the other node. The new leader counts the old lease from
+/// the last round the majority (the successor and the witness) took part in, before the cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_owner_that_leads_fences_and_the_other_node_takes_over() {
+    isolated_leading_owner(
+        "",
+        "a whole lease after a majority last heard the previous leader",
+    )
+    .await;
+}
+
+/// (a') The same with `lease.old_lease_bound = "election"`: the new leader counts the old
+/// lease from its own election, as PROTOCOL.md's rule 4 says to the letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_election_bound_the_new_leader_counts_from_its_election() {
+    isolated_leading_owner(
+        "[lease]\nold_lease_bound = \"election\"\n",
+        "a whole lease from this leader's election",
+    )
+    .await;
+}
+
+/// Isolates the owner after making it the leader (every member's config gets `common`), checks
+/// the handover, and that the grant's history record names `bound` as the old lease's end.
+async fn isolated_leading_owner(common: &str, bound: &str) {
     logs();
-    let cluster = TestCluster::start_with_agents().await;
+    let cluster = TestCluster::start_with_agents_and(common).await;
     let owner = cluster.settled_owner(SETTLE).await;
     let (_, epoch) = cluster.owner_seen_by(3).unwrap();
     make_leader(&cluster, owner).await;
@@ -181,19 +203,13 @@ async fn an_isolated_owner_that_leads_fences_and_the_other_node_takes_over() {
         cluster.owner_seen_by(successor),
         Some((successor, started.epoch))
     );
-    // The new leader counted the old lease from the last round the majority (the successor
-    // and the witness) took part in, before the cut, not from its own later election.
+    // The grant's history record says what the old lease's end was counted from.
     let history = state_seen_by(&cluster, successor).history;
     let grant = history
         .iter()
         .find(|record| record.index == started.epoch)
         .expect("the grant's history record");
-    assert!(
-        grant
-            .reason
-            .contains("a whole lease after a majority last heard the previous leader"),
-        "{grant:?}"
-    );
+    assert!(grant.reason.contains(bound), "{grant:?}");
 
     // Healed, the old leader steps down, learns the new owner and stays stopped.
     cluster.faults.heal();

@@ -11,7 +11,8 @@
 //!
 //! On entering a term it asks every member when it last took part in a round of an earlier
 //! term ([`super::horizon`]); once a majority (itself included) answered, the latest answer
-//! bounds every lease granted before this term.
+//! bounds every lease granted before this term. With `lease.old_lease_bound = "election"` it
+//! does not ask, and only the election bounds them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -23,7 +24,7 @@ use tokio::sync::{watch, Notify};
 use super::clock;
 use super::horizon::Horizon;
 use super::view::cluster_view;
-use crate::config::{Config, FenceHookConfig};
+use crate::config::{Config, FenceHookConfig, OldLeaseBound};
 use crate::consensus::state::{Command, Request};
 use crate::consensus::store::AppliedState;
 use crate::consensus::types::{Member, NodeId, Raft};
@@ -76,6 +77,8 @@ pub struct Ownership {
     wake: Notify,
     reason: Mutex<Option<String>>,
     horizon: Arc<Horizon>,
+    /// Whether to ask the members for their horizon (`lease.old_lease_bound = "horizon"`).
+    ask_members: bool,
     identity: Arc<Identity>,
     client_options: ClientOptions,
     clients: Mutex<HashMap<NodeId, PeerClient>>,
@@ -104,6 +107,7 @@ impl Ownership {
             wake: Notify::new(),
             reason: Mutex::new(None),
             horizon,
+            ask_members: config.lease.old_lease_bound == OldLeaseBound::Horizon,
             identity,
             client_options,
             clients: Mutex::new(HashMap::new()),
@@ -247,7 +251,7 @@ impl Ownership {
                 return None;
             };
             book.enter_term(metrics.current_term, now, self.fence_hook.is_some());
-            if !book.horizon_asked {
+            if self.ask_members && !book.horizon_asked {
                 book.horizon_asked = true;
                 self.ask_horizon(metrics.current_term);
             }

@@ -151,6 +151,22 @@ pub struct LeaseTiming {
     /// Bound on how much the clocks of two processes may run at different rates, in permille
     /// (10 = 1 %).
     pub drift_permille: u64,
+    /// How a newly elected leader bounds the leases granted before its term.
+    pub old_lease_bound: OldLeaseBound,
+}
+
+/// How a newly elected leader bounds the leases granted before its term (both are safe).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OldLeaseBound {
+    /// A whole lease from the last quorum round of an earlier term that a majority took part
+    /// in, learned from that majority after the election; a whole lease from the election
+    /// until a majority answered. When the owner also led and died, this saves the election.
+    #[default]
+    Horizon,
+    /// A whole lease from the leader's own election, always (PROTOCOL.md's rule 4 to the
+    /// letter).
+    Election,
 }
 
 impl Default for LeaseTiming {
@@ -160,6 +176,7 @@ impl Default for LeaseTiming {
             renew_interval_ms: 250,
             fence_margin_ms: 300,
             drift_permille: 10,
+            old_lease_bound: OldLeaseBound::Horizon,
         }
     }
 }

@@ -59,6 +59,25 @@ fn wrong_type_is_a_parse_error_with_a_line() {
 }
 
 #[test]
+fn the_old_lease_bound_is_horizon_by_default_and_a_bad_value_names_the_choices() {
+    assert_eq!(
+        parse(GOOD).unwrap().lease.old_lease_bound,
+        super::OldLeaseBound::Horizon
+    );
+    let election = format!("{GOOD}\n[lease]\nold_lease_bound = \"election\"\n");
+    assert_eq!(
+        parse(&election).unwrap().lease.old_lease_bound,
+        super::OldLeaseBound::Election
+    );
+    let bad = format!("{GOOD}\n[lease]\nold_lease_bound = \"quorum\"\n");
+    let err = parse(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("quorum") && err.contains("horizon") && err.contains("election"),
+        "{err}"
+    );
+}
+
+#[test]
 fn every_semantic_problem_is_reported_at_once() {
     let text = GOOD
         .replace("cluster = \"prod\"", "cluster = \"bad name!\"")

@@ -70,16 +70,22 @@ impl TestCluster {
     /// Writes all three configs but starts only the members in `ids`; the others can be
     /// started later with [`TestCluster::restart`].
     pub async fn start_some(ids: &[u64]) -> TestCluster {
-        Self::start_with_options(ids, false).await
+        Self::start_with_options(ids, false, "").await
     }
 
     /// Starts all three members, the management nodes as agents each with a Dummy resource
     /// group whose starts and stops go to one shared ledger (`ledger_path`).
     pub async fn start_with_agents() -> TestCluster {
-        Self::start_with_options(&[1, 2, 3], true).await
+        Self::start_with_options(&[1, 2, 3], true, "").await
     }
 
-    async fn start_with_options(ids: &[u64], with_agents: bool) -> TestCluster {
+    /// Like [`TestCluster::start_with_agents`], with `common` (TOML tables such as `[lease]`)
+    /// added to every member's config.
+    pub async fn start_with_agents_and(common: &str) -> TestCluster {
+        Self::start_with_options(&[1, 2, 3], true, common).await
+    }
+
+    async fn start_with_options(ids: &[u64], with_agents: bool, common: &str) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut listeners = Vec::new();
         for _ in 0..3 {
@@ -99,11 +105,12 @@ impl TestCluster {
         };
         for (i, listener) in listeners.into_iter().enumerate() {
             let id = i as u64 + 1;
-            let extra = if with_agents && id != 3 {
+            let group = if with_agents && id != 3 {
                 dummy_group(cluster.dir.path(), id)
             } else {
                 String::new()
             };
+            let extra = format!("{group}\n{common}");
             std::fs::write(
                 cluster.config_path(id),
                 config_toml("test", id, &ports, &extra),
