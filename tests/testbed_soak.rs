@@ -11,6 +11,9 @@
 //! - `QUORATE_SOAK_SEED`: the seed of the schedule (default: random). The seed and the planned
 //!   schedule are printed and saved in the run directory (`seed`, `soak-schedule.txt`, with
 //!   the actual steps in `schedule.txt`); the same seed replays the same faults.
+//! - `QUORATE_SOAK_TIMING`: `default` (the default) or `fast`, the fast timing profile of
+//!   `cluster-configs/reference/node-a.toml` (lease 1000 ms, fence margin 200 ms, election
+//!   timeouts 150-300 ms).
 //! - `QUORATE_TESTBED_KEEP=1` keeps the run directory of a passing run too.
 //!
 //! Needs root, cgroup v2, nftables and MariaDB, like `tests/testbed.rs`: outside CI a machine
@@ -21,6 +24,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 use support::testbed::history::mono_ns;
+use support::testbed::nodes::{NodeOptions, FAST_TIMING};
 use support::testbed::report::Expect;
 use support::testbed::schedule::{self, FaultKind};
 use support::testbed::Testbed;
@@ -50,7 +54,15 @@ fn seeded_random_soak() {
         "the schedule kills mysqld more often per epoch than the agent restarts it in place"
     );
 
-    let Some(mut bed) = Testbed::start("soak", Default::default()) else {
+    let options = match std::env::var("QUORATE_SOAK_TIMING").as_deref() {
+        Err(_) | Ok("default") => NodeOptions::default(),
+        Ok("fast") => NodeOptions {
+            extra_config: FAST_TIMING.to_string(),
+            ..NodeOptions::default()
+        },
+        Ok(other) => panic!("QUORATE_SOAK_TIMING={other:?}: give `default` or `fast`"),
+    };
+    let Some(mut bed) = Testbed::start("soak", options) else {
         return;
     };
     bed.run.seed = seed;
