@@ -25,7 +25,7 @@
 //! incarnation of this node took part in happened before [`Horizon::new`] ran.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use super::clock;
 use crate::core::time::Millis;
@@ -63,9 +63,9 @@ impl Horizon {
     }
 
     fn note_at(&self, term: u64, at: Millis) {
-        let Ok(mut rounds) = self.rounds.lock() else {
-            return;
-        };
+        // A poisoned lock still holds valid instants (every update is a single insert or
+        // max); dropping a note would make this node's answer too old, which is unsafe.
+        let mut rounds = self.rounds.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = rounds.entry(term).or_insert(at);
         *entry = (*entry).max(at);
         // Fold the lowest two terms into the lower one, keeping the later instant: a
@@ -89,8 +89,10 @@ impl Horizon {
         let latest = self
             .rounds
             .lock()
-            .map(|rounds| rounds.range(..term).map(|(_, at)| *at).max())
-            .unwrap_or(None);
+            .unwrap_or_else(PoisonError::into_inner)
+            .range(..term)
+            .map(|(_, at)| *at)
+            .max();
         latest.map_or(self.started, |at| at.max(self.started))
     }
 

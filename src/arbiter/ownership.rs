@@ -62,6 +62,9 @@ struct LeaderBook {
     horizon_answers: BTreeMap<NodeId, Millis>,
     /// The latest answer, once a majority answered.
     earlier_rounds: Option<Millis>,
+    /// The epoch a grant is being committed to replace: its renewals are refused until the
+    /// write returns (see [`LeaderBook::claim_move`]).
+    moving: Option<u64>,
 }
 
 /// The leader-side ownership service of one arbiter.
@@ -140,6 +143,10 @@ impl Ownership {
         if renew_epoch == 0 {
             return Ok(false);
         }
+        // This node takes part in a round of `term` after the asker's t0. Noted before the
+        // round: if a new leader's horizon question got here first, this node had already
+        // left `term` and the round below fails.
+        self.horizon.note(term);
         // A quorum round that starts now: if it succeeds, a quorum acknowledged this leader
         // after the owner took its t0, and no other leader can have been elected since.
         let timeout = Duration::from_millis(self.timing.lease_ms / 2);
@@ -156,22 +163,29 @@ impl Ownership {
             }
             Ok(Ok(_)) => {}
         }
-        // This node took part in a round of `term` after the asker's t0.
-        self.horizon.note(term);
+        // Decide and record under the book's lock, reading the applied state there too: a
+        // grant that replaces this owner claims the book before it writes and releases it
+        // only once the new owner is applied, so a renewal either lands before the claim
+        // (and the grant backs off) or sees the claim or the new owner (and is refused).
         let now = clock::now_ceiling();
+        let mut book = self
+            .book
+            .lock()
+            .map_err(|_| ReportError::Undecided("leader book poisoned".into()))?;
+        if book.term.map(|(t, _)| t) != Some(term) {
+            return Err(ReportError::Undecided(
+                "leadership changed during the renewal".into(),
+            ));
+        }
+        if book.moving == Some(renew_epoch) {
+            return Err(ReportError::Undecided(format!(
+                "the leader is committing a new owner to replace epoch {renew_epoch}"
+            )));
+        }
         let state = self.applied.borrow().clone();
         let view = cluster_view(&state.state, &self.members);
         match leader::answer_renewal(&view, &self.timing, now, view::NodeId(from), renew_epoch) {
             Ok(until) => {
-                let mut book = self
-                    .book
-                    .lock()
-                    .map_err(|_| ReportError::Undecided("leader book poisoned".into()))?;
-                if book.term.map(|(t, _)| t) != Some(term) {
-                    return Err(ReportError::Undecided(
-                        "leadership changed during the renewal".into(),
-                    ));
-                }
                 let entry = book
                     .granted_until
                     .entry(view::NodeId(from))
@@ -246,7 +260,7 @@ impl Ownership {
         let now = clock::now();
         let state = self.applied.borrow().clone();
         let view = cluster_view(&state.state, &self.members);
-        let (decision, elected_at) = {
+        let (decision, elected_at, owner_grant_seen) = {
             let Ok(mut book) = self.book.lock() else {
                 return None;
             };
@@ -277,7 +291,10 @@ impl Ownership {
                 peers: &book.peers,
                 fence_hook: &book.fence_hook,
             };
-            (leader::decide(&input), elected_at)
+            let owner_grant_seen = view
+                .owner
+                .and_then(|owner| book.granted_until.get(&owner.node).copied());
+            (leader::decide(&input), elected_at, owner_grant_seen)
         };
         let text = decision.reason.to_string();
         let key = format!(
@@ -302,12 +319,13 @@ impl Ownership {
         for action in decision.actions {
             match action {
                 LeaderAction::GrantOwnership { node, replaces } => {
-                    self.grant(
-                        node.0,
-                        replaces.map(|o| o.epoch),
-                        &decision.reason.to_string(),
-                    )
-                    .await;
+                    let claim = Claim {
+                        term: metrics.current_term,
+                        replaces,
+                        grant_seen: owner_grant_seen,
+                    };
+                    self.grant(node.0, claim, &decision.reason.to_string())
+                        .await;
                 }
                 LeaderAction::RunFenceHook { node, epoch } => {
                     self.start_fence_hook(node, epoch);
@@ -317,7 +335,25 @@ impl Ownership {
         decision.wake_at
     }
 
-    async fn grant(&self, node: NodeId, expected: Option<u64>, reason: &str) {
+    async fn grant(&self, node: NodeId, claim: Claim, reason: &str) {
+        let claimed = match self.book.lock() {
+            Ok(mut book) => book.claim_move(&claim),
+            Err(_) => Err("leader book poisoned".to_string()),
+        };
+        if let Err(why) = claimed {
+            tracing::info!(node, why, "grant not proposed");
+            return;
+        }
+        let expected = claim.replaces.map(|o| o.epoch);
+        self.write_grant(node, expected, reason).await;
+        if let (Some(old), Ok(mut book)) = (claim.replaces, self.book.lock()) {
+            if book.moving == Some(old.epoch) {
+                book.moving = None;
+            }
+        }
+    }
+
+    async fn write_grant(&self, node: NodeId, expected: Option<u64>, reason: &str) {
         let request = Request {
             command: Command::GrantOwnership { node, expected },
             requested_by: self
@@ -348,6 +384,13 @@ impl Ownership {
             this.note_horizon(term, this.node_id, this.horizon.before(term));
             let timeout = this.renew_interval.max(Duration::from_millis(100));
             loop {
+                let leads = {
+                    let metrics = this.raft.metrics().borrow().clone();
+                    metrics.state == ServerState::Leader && metrics.current_term == term
+                };
+                if !leads {
+                    return;
+                }
                 let pending: Vec<(NodeId, PeerClient)> = {
                     let Ok(book) = this.book.lock() else { return };
                     if book.term.map(|(t, _)| t) != Some(term) || book.earlier_rounds.is_some() {
@@ -460,7 +503,37 @@ impl Ownership {
     }
 }
 
+/// What a grant decision rested on, checked again just before the grant is written.
+#[derive(Clone, Copy, Debug)]
+struct Claim {
+    /// The term the decision was made in.
+    term: u64,
+    /// The owner the grant replaces.
+    replaces: Option<view::Owner>,
+    /// The end of that owner's latest lease from this leader, as the decision saw it.
+    grant_seen: Option<Millis>,
+}
+
 impl LeaderBook {
+    /// Claims the move `claim` describes, or says why not: this node no longer leads the
+    /// term of the decision, or the owner being replaced renewed since. While the claim holds
+    /// (until the write returns), renewals of the replaced epoch are refused.
+    fn claim_move(&mut self, claim: &Claim) -> Result<(), String> {
+        if self.term.map(|(t, _)| t) != Some(claim.term) {
+            return Err(format!("term {} is over", claim.term));
+        }
+        if let Some(old) = claim.replaces {
+            if self.granted_until.get(&old.node).copied() > claim.grant_seen {
+                return Err(format!(
+                    "owner {} (epoch {}) renewed its lease after the decision",
+                    old.node.0, old.epoch
+                ));
+            }
+            self.moving = Some(old.epoch);
+        }
+        Ok(())
+    }
+
     /// Starts a fresh book when `term` is new: nothing granted, nothing heard.
     fn enter_term(&mut self, term: u64, now: Millis, hook_configured: bool) {
         if self.term.map(|(t, _)| t) != Some(term) {
@@ -516,4 +589,71 @@ pub fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book(term: u64) -> LeaderBook {
+        let mut book = LeaderBook::default();
+        book.enter_term(term, Millis(1_000), false);
+        book
+    }
+
+    fn owner(epoch: u64) -> Option<view::Owner> {
+        Some(view::Owner {
+            node: view::NodeId(1),
+            epoch,
+        })
+    }
+
+    #[test]
+    fn a_move_is_claimed_only_in_the_decision_term_and_only_if_the_owner_did_not_renew() {
+        let mut b = book(7);
+        b.granted_until.insert(view::NodeId(1), Millis(5_000));
+        let claim = Claim {
+            term: 7,
+            replaces: owner(40),
+            grant_seen: Some(Millis(5_000)),
+        };
+
+        let stale_term = Claim { term: 6, ..claim };
+        assert!(b.claim_move(&stale_term).unwrap_err().contains("term 6"));
+        assert_eq!(b.moving, None);
+
+        // The owner renewed between the decision and the write: the renewal wins.
+        b.granted_until.insert(view::NodeId(1), Millis(6_500));
+        assert!(b.claim_move(&claim).unwrap_err().contains("renewed"));
+        assert_eq!(b.moving, None);
+
+        // Nothing renewed since the decision: the claim holds the replaced epoch.
+        let fresh = Claim {
+            grant_seen: Some(Millis(6_500)),
+            ..claim
+        };
+        assert_eq!(b.claim_move(&fresh), Ok(()));
+        assert_eq!(b.moving, Some(40));
+    }
+
+    #[test]
+    fn a_first_renewal_after_the_decision_also_stops_the_move() {
+        // The decision saw no grant from this leader at all (say, right after its election).
+        let mut b = book(3);
+        let claim = Claim {
+            term: 3,
+            replaces: owner(9),
+            grant_seen: None,
+        };
+        b.granted_until.insert(view::NodeId(1), Millis(2_000));
+        assert!(b.claim_move(&claim).is_err());
+        // A cold start replaces nobody: only the term matters.
+        let cold = Claim {
+            term: 3,
+            replaces: None,
+            grant_seen: None,
+        };
+        assert_eq!(b.claim_move(&cold), Ok(()));
+        assert_eq!(b.moving, None);
+    }
 }
