@@ -76,7 +76,6 @@ pub async fn run(
             Err(e) => tracing::error!(peer = %member.name, error = %e, "cannot build a client"),
         }
     }
-    let mut initialized_here = false;
     loop {
         if !is_pristine(&raft.metrics().borrow()) {
             if notes.set_waiting(None) {
@@ -88,15 +87,19 @@ pub async fn run(
         gate.set_cleared(cleared);
         let waiting = match round {
             Round::AllPristine if Some(config.node_id) == initializer => {
-                if !initialized_here {
-                    tracing::info!(
-                        members = config.members.len(),
-                        "every member is reachable and empty: forming a new cluster"
-                    );
-                    match raft.initialize(config.membership()).await {
-                        Ok(()) => initialized_here = true,
-                        Err(e) => tracing::warn!(error = %e, "initialize refused"),
+                tracing::info!(
+                    members = config.members.len(),
+                    "every member is reachable and empty: forming a new cluster"
+                );
+                match raft.initialize(config.membership()).await {
+                    Ok(()) => {
+                        // The membership entry is in this node's store: it has cluster state
+                        // now, and nothing is left to wait for.
+                        notes.set_waiting(None);
+                        tracing::info!("cluster formed here; bootstrap is over");
+                        return;
                     }
+                    Err(e) => tracing::warn!(error = %e, "initialize refused"),
                 }
                 Some("forming a new cluster".to_string())
             }
