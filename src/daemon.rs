@@ -131,6 +131,7 @@ pub async fn run_guard(path: &Path) -> ExitCode {
     let settings = crate::guard::GuardSettings {
         node: config.me().map(|m| m.name.clone()).unwrap_or_default(),
         pet_interval: std::time::Duration::from_millis(config.guard.pet_interval_ms),
+        watchdog_timeout_s: config.guard.watchdog_timeout_s,
         ..crate::guard::GuardSettings::default()
     };
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());

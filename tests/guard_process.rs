@@ -138,6 +138,7 @@ fn guard_role(dir: &Path) {
         node: "node-a".into(),
         pet_interval: Duration::from_millis(50),
         fence_timeout: Duration::from_secs(2),
+        watchdog_timeout_s: None,
     };
     let outcome = runtime().block_on(async {
         let stdin = tokio::io::BufReader::new(tokio::io::stdin());

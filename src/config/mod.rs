@@ -223,6 +223,10 @@ pub struct GuardConfig {
     pub watchdog_device: Option<PathBuf>,
     /// How often the guard pets the watchdog.
     pub pet_interval_ms: u64,
+    /// The watchdog's timeout in seconds, set with `WDIOC_SETTIMEOUT` when the guard opens
+    /// the device: a frozen node is reset at most this long after its lease ended. Unset:
+    /// the driver's own timeout (often 60 s).
+    pub watchdog_timeout_s: Option<u32>,
 }
 
 impl Default for GuardConfig {
@@ -231,6 +235,7 @@ impl Default for GuardConfig {
             enabled: true,
             watchdog_device: None,
             pet_interval_ms: 200,
+            watchdog_timeout_s: None,
         }
     }
 }

@@ -78,6 +78,30 @@ fn the_old_lease_bound_is_horizon_by_default_and_a_bad_value_names_the_choices()
 }
 
 #[test]
+fn the_watchdog_timeout_needs_a_device_a_sane_value_and_a_faster_pet() {
+    let problems = |guard: &str| {
+        let mut config = parse(&format!("{GOOD}\n[guard]\n{guard}\n")).unwrap();
+        config.resolve_paths();
+        config.validate()
+    };
+    assert!(problems("watchdog_device = \"/dev/watchdog\"\nwatchdog_timeout_s = 5").is_empty());
+    let alone = problems("watchdog_timeout_s = 5");
+    assert!(
+        alone.iter().any(|p| p.contains("watchdog_device is not")),
+        "{alone:?}"
+    );
+    let zero = problems("watchdog_device = \"/dev/watchdog\"\nwatchdog_timeout_s = 0");
+    assert!(
+        zero.iter().any(|p| p.contains("between 1 and 3600")),
+        "{zero:?}"
+    );
+    let slow = problems(
+        "watchdog_device = \"/dev/watchdog\"\nwatchdog_timeout_s = 1\npet_interval_ms = 600",
+    );
+    assert!(slow.iter().any(|p| p.contains("at most half")), "{slow:?}");
+}
+
+#[test]
 fn every_semantic_problem_is_reported_at_once() {
     let text = GOOD
         .replace("cluster = \"prod\"", "cluster = \"bad name!\"")

@@ -170,6 +170,24 @@ impl Config {
         if self.guard.pet_interval_ms == 0 {
             problems.push("guard.pet_interval_ms must be above 0".into());
         }
+        if let Some(seconds) = self.guard.watchdog_timeout_s {
+            if self.guard.watchdog_device.is_none() {
+                problems.push(
+                    "guard.watchdog_timeout_s is set but guard.watchdog_device is not; set both or neither"
+                        .into(),
+                );
+            }
+            if !(1..=3600).contains(&seconds) {
+                problems.push(format!(
+                    "guard.watchdog_timeout_s = {seconds} must be between 1 and 3600"
+                ));
+            } else if self.guard.pet_interval_ms.saturating_mul(2) > u64::from(seconds) * 1000 {
+                problems.push(format!(
+                    "guard.pet_interval_ms = {} must be at most half of guard.watchdog_timeout_s = {seconds} s, or the node is reset while its lease holds",
+                    self.guard.pet_interval_ms
+                ));
+            }
+        }
         let is_witness = self.me().map(|m| m.role) == Some(Role::Witness);
         if is_witness && !group.resources.is_empty() {
             problems.push(

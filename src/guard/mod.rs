@@ -63,6 +63,8 @@ pub struct GuardSettings {
     pub pet_interval: Duration,
     /// How long one agent's `fence` may take before the guard gives up on it and moves on.
     pub fence_timeout: Duration,
+    /// The watchdog timeout to set when the device opens; `None` keeps the driver's.
+    pub watchdog_timeout_s: Option<u32>,
 }
 
 impl Default for GuardSettings {
@@ -71,6 +73,7 @@ impl Default for GuardSettings {
             node: String::new(),
             pet_interval: Duration::from_secs(1),
             fence_timeout: Duration::from_secs(10),
+            watchdog_timeout_s: None,
         }
     }
 }
@@ -187,7 +190,7 @@ struct Guard {
     agents: Vec<Arc<dyn ResourceAgent>>,
     settings: GuardSettings,
     watchdog: Option<Watchdog>,
-    watchdog_open_error: Option<String>,
+    watchdog_error: Option<String>,
     fences: Vec<FenceRecord>,
     bad_lines: u64,
     ignored: u64,
@@ -200,11 +203,25 @@ impl Guard {
         path: Option<PathBuf>,
         settings: GuardSettings,
     ) -> Self {
-        let (watchdog, watchdog_open_error) = match path.map(|p| Watchdog::open(&p)) {
+        let (watchdog, watchdog_error) = match path.map(|p| Watchdog::open(&p)) {
             None => (None, None),
             Some(Ok(watchdog)) => {
                 info!(path = %watchdog.path().display(), "lease guard opened the watchdog");
-                (Some(watchdog), None)
+                // A device whose timeout cannot be set is still petted (it was opened, so its
+                // timer runs): dropping it would reset the node after the driver's timeout.
+                let timeout_error = settings
+                    .watchdog_timeout_s
+                    .and_then(|seconds| match watchdog.set_timeout(seconds) {
+                        Ok(effective) => {
+                            info!(requested = seconds, effective, "watchdog timeout set");
+                            None
+                        }
+                        Err(error) => {
+                            error!(%error, "the watchdog keeps the driver's timeout");
+                            Some(error.to_string())
+                        }
+                    });
+                (Some(watchdog), timeout_error)
             }
             Some(Err(error)) => {
                 error!(%error, "lease guard runs without its watchdog; fencing still works by timer");
@@ -216,7 +233,7 @@ impl Guard {
             agents,
             settings,
             watchdog,
-            watchdog_open_error,
+            watchdog_error,
             fences: Vec::new(),
             bad_lines: 0,
             ignored: 0,
@@ -316,7 +333,7 @@ impl Guard {
     }
 
     fn finish(self, exit: GuardExit) -> GuardOutcome {
-        let watchdog = match (self.watchdog, self.watchdog_open_error) {
+        let watchdog = match (self.watchdog, self.watchdog_error) {
             (None, None) => WatchdogEnd::NotConfigured,
             (None, Some(error)) => WatchdogEnd::OpenFailed(error),
             (Some(_left_open), _) if self.state.fence_failed() => {

@@ -95,6 +95,7 @@ fn settings() -> GuardSettings {
         node: "node-a".into(),
         pet_interval: Duration::from_millis(20),
         fence_timeout: Duration::from_millis(200),
+        watchdog_timeout_s: None,
     }
 }
 
@@ -455,4 +456,26 @@ async fn a_missing_watchdog_does_not_stop_fencing() {
     .await;
     let outcome = guard.finish().await;
     assert!(matches!(outcome.watchdog, WatchdogEnd::OpenFailed(ref e) if e.contains("absent")));
+}
+
+#[tokio::test]
+async fn a_watchdog_whose_timeout_cannot_be_set_is_still_petted_and_magic_closed() {
+    // A plain file takes no WDIOC_SETTIMEOUT; the guard keeps it (a real device's timer would
+    // already run) and pets it as usual.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = watchdog_file(&dir);
+    let mut guard = Running::start(
+        Vec::new(),
+        Some(path.clone()),
+        GuardSettings {
+            watchdog_timeout_s: Some(5),
+            ..settings()
+        },
+    );
+    guard.send(arm(now() + ms(10_000), 1)).await;
+    wait_for("pets", Duration::from_secs(3), || file_len(&path) >= 2).await;
+    guard.send(GuardCommand::Disarm { epoch: 1 }).await;
+    let outcome = guard.finish().await;
+    assert_eq!(outcome.watchdog, WatchdogEnd::MagicClosed);
+    assert_eq!(std::fs::read(&path).expect("read").last(), Some(&b'V'));
 }

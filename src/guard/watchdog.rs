@@ -1,8 +1,9 @@
 //! The hardware watchdog, the guard's last resort when the whole node freezes.
 //!
 //! Linux's watchdog API (`/dev/watchdog`): opening the device starts the timer; every write
-//! "pets" it; if no write arrives within the device's timeout (often 60 s, set by the driver or
-//! `WDIOC_SETTIMEOUT`, which quorate does not change), the kernel resets the machine. Closing the
+//! "pets" it; if no write arrives within the device's timeout (often 60 s by the driver, or
+//! `guard.watchdog_timeout_s`, which [`Watchdog::set_timeout`] sets with `WDIOC_SETTIMEOUT`),
+//! the kernel resets the machine. Closing the
 //! device does **not** stop the timer unless the magic character `'V'` was written just before:
 //! that "magic close" is the only way a clean stop of the guard avoids a reset (and with the
 //! driver's `nowayout` option not even that). So:
@@ -17,8 +18,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+// `WDIOC_SETTIMEOUT` from linux/watchdog.h: `_IOWR('W', 6, int)`.
+nix::ioctl_readwrite!(wdioc_settimeout, b'W', 6, nix::libc::c_int);
 
 /// The byte written to pet the watchdog. Anything but `'V'` will do.
 pub const PET_BYTE: u8 = 0;
@@ -35,6 +40,16 @@ pub enum WatchdogError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// The timeout could not be set (for example, the path is not a watchdog device).
+    #[error("cannot set the timeout of watchdog {path} to {seconds} s: {source}; is it a watchdog device?")]
+    Timeout {
+        /// The configured path.
+        path: PathBuf,
+        /// The requested timeout.
+        seconds: u32,
+        /// Why.
+        source: nix::Error,
     },
     /// A pet or the magic close could not be written.
     #[error(
@@ -77,6 +92,22 @@ impl Watchdog {
         &self.path
     }
 
+    /// Sets the device's timeout (`WDIOC_SETTIMEOUT`) and returns the one the driver chose,
+    /// which may be rounded.
+    pub fn set_timeout(&self, seconds: u32) -> Result<u32, WatchdogError> {
+        let mut value = nix::libc::c_int::try_from(seconds).unwrap_or(nix::libc::c_int::MAX);
+        // SAFETY: WDIOC_SETTIMEOUT reads and writes one c_int through the pointer, which
+        // points at `value` for the duration of the call; the descriptor is open.
+        unsafe { wdioc_settimeout(self.file.as_raw_fd(), &mut value) }.map_err(|source| {
+            WatchdogError::Timeout {
+                path: self.path.clone(),
+                seconds,
+                source,
+            }
+        })?;
+        Ok(u32::try_from(value).unwrap_or(seconds))
+    }
+
     /// Pets the watchdog: writes one byte that is not the magic close character.
     pub fn pet(&mut self) -> Result<(), WatchdogError> {
         self.write_byte(PET_BYTE)
@@ -101,6 +132,21 @@ impl Watchdog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn setting_the_timeout_of_a_plain_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("not-a-watchdog");
+        std::fs::write(&path, b"").expect("create");
+        let watchdog = Watchdog::open(&path).expect("open");
+        let error = watchdog.set_timeout(5).unwrap_err().to_string();
+        assert!(
+            error.contains("not-a-watchdog")
+                && error.contains("5 s")
+                && error.contains("is it a watchdog device"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn pets_append_zero_bytes_and_magic_close_ends_with_v() {
