@@ -222,10 +222,36 @@ async fn a_wiped_node_never_initializes_and_says_why_it_waits() {
     written.expect("the leader still commits with the other member");
     assert_eq!(cluster.term(victim), 0);
 
-    // A change of leader forgets the old replication progress: the new leader brings the
-    // wiped node up to date from scratch.
+    // Without the old leader, the wiped node and the other one must elect nobody: the wiped
+    // node forgot what it acknowledged, so it votes only once it has caught up again.
     cluster.stop(leader).await;
-    cluster.agreed_leader(&[victim, other], ELECTION).await;
+    let campaigning_from = cluster.term(other);
+    let no_leader = |cluster: &TestCluster| {
+        [victim, other]
+            .into_iter()
+            .all(|id| cluster.node(id).raft().metrics().borrow().state != ServerState::Leader)
+    };
+    eventually("the other node to campaign", ELECTION, || async {
+        assert!(
+            no_leader(&cluster),
+            "a leader was elected with the wiped node's vote"
+        );
+        (cluster.term(other) > campaigning_from + 1).then_some(())
+    })
+    .await;
+    let window = std::time::Instant::now() + Duration::from_millis(1_500);
+    while std::time::Instant::now() < window {
+        assert!(
+            no_leader(&cluster),
+            "a leader was elected with the wiped node's vote"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cluster.term(victim), 0, "the wiped node granted no vote");
+
+    // With the old leader back, a leader is elected without the wiped node; a change of
+    // leader forgets the old replication progress, and the leader brings the wiped node up to
+    // date from scratch.
     cluster.restart(leader).await;
     eventually(
         "the wiped node to be brought up to date",

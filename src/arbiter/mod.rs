@@ -83,6 +83,9 @@ impl Arbiter {
             node_id: config.node_id,
         };
         let (log_store, state_machine) = store::open(&config.data_dir, &identity)?;
+        // Read from the store itself: openraft's metrics show the loaded state only once its
+        // core task has run, so right after `Raft::new` they may still look empty.
+        let started_empty = log_store.is_pristine()?;
         let applied = state_machine.subscribe();
 
         let raft_config = crate::consensus::raft_config(&config.cluster, &config.raft)
@@ -127,12 +130,17 @@ impl Arbiter {
             client_options.clone(),
         ));
         let gate = Arc::new(AppendGate::default());
+        let rejoin = Arc::new(crate::consensus::rejoin::RejoinGuard::new(
+            config.node_id,
+            started_empty,
+        ));
         let peer = PeerService::new(
             raft.clone(),
             (*peer_identity).clone(),
             ownership.clone(),
             gate.clone(),
             horizon,
+            rejoin,
         );
         let admin = AdminService::new(AdminContext {
             raft: raft.clone(),

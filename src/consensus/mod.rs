@@ -3,6 +3,7 @@
 //! through this module.
 
 pub mod network;
+pub mod rejoin;
 pub mod state;
 pub mod store;
 pub mod types;

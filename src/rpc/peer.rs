@@ -17,6 +17,7 @@ use super::{decode, encode, MAX_MESSAGE_BYTES};
 use crate::arbiter::horizon::Horizon;
 use crate::arbiter::ownership::{Ownership, ReportError};
 use crate::consensus::network::Faults;
+use crate::consensus::rejoin::{Progress, RejoinGuard};
 use crate::consensus::state::{Request as Proposal, Response as Outcome};
 use crate::consensus::types::{NodeId, Raft, TypeConfig};
 
@@ -105,18 +106,20 @@ pub struct PeerService {
     ownership: Arc<Ownership>,
     gate: Arc<AppendGate>,
     horizon: Arc<Horizon>,
+    rejoin: Arc<RejoinGuard>,
 }
 
 impl PeerService {
     /// A service that checks envelopes against `identity` and hands requests to `raft`, and
     /// reports to `ownership`. Every AppendEntries and snapshot is noted in `horizon` as it
-    /// arrives, before openraft handles it.
+    /// arrives, before openraft handles it; votes pass `rejoin` first.
     pub fn new(
         raft: Raft,
         identity: Identity,
         ownership: Arc<Ownership>,
         gate: Arc<AppendGate>,
         horizon: Arc<Horizon>,
+        rejoin: Arc<RejoinGuard>,
     ) -> Self {
         PeerService {
             raft,
@@ -124,6 +127,7 @@ impl PeerService {
             ownership,
             gate,
             horizon,
+            rejoin,
         }
     }
 
@@ -189,7 +193,25 @@ impl peer_server::Peer for PeerService {
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
-        self.relay(request, false, |rpc| self.raft.vote(rpc)).await
+        let message = request.into_inner();
+        let from = self.identity.check(message.envelope.as_ref())?;
+        let rpc: openraft::raft::VoteRequest<NodeId> =
+            decode(&message.payload).map_err(bad_payload)?;
+        let term = rpc.vote.leader_id().get_term();
+        let progress = {
+            let metrics = self.raft.metrics().borrow().clone();
+            Progress {
+                applied: metrics
+                    .last_applied
+                    .map(|log_id| (log_id.leader_id.term, log_id.index)),
+                vote_term: metrics.vote.leader_id().get_term(),
+            }
+        };
+        if let Err(why) = self.rejoin.may_vote(term, progress) {
+            tracing::warn!(candidate = from, term, "vote refused: {why}");
+            return Err(Status::failed_precondition(why));
+        }
+        Ok(self.reply(from, &self.raft.vote(rpc).await))
     }
 
     async fn append_entries(
@@ -201,6 +223,8 @@ impl peer_server::Peer for PeerService {
             true,
             |rpc: openraft::raft::AppendEntriesRequest<TypeConfig>| {
                 self.horizon.note(rpc.vote.leader_id().get_term());
+                self.rejoin
+                    .took_append(rpc.leader_commit.map(|log_id| log_id.index));
                 self.raft.append_entries(rpc)
             },
         )
