@@ -107,11 +107,12 @@ pub async fn run(
                 "every member is empty; waiting for {initializer_name} to form the new cluster"
             )),
             Round::DataLost(leaders) => Some(format!(
-                "this node's store is empty, but {} leads and remembers log entries this node \
-                 acknowledged: its data was lost. It takes no log from that leader (which would \
-                 stop replication); after the next change of leader it is brought up to date \
-                 from scratch",
-                leaders.join(", ")
+                "this node's store is empty, but {leaders} leads and remembers log entries this \
+                 node acknowledged: its data was lost. It takes no log from that leader (which \
+                 would stop replication) and votes for nobody until a new leader has brought it \
+                 up to date, so the cluster cannot fail over meanwhile. Restart the arbiter on \
+                 {leaders} (quorate-agent or quorate-witness) to change leaders now",
+                leaders = leaders.join(", ")
             )),
             Round::ClusterExists(holders) => Some(format!(
                 "this node's store is empty but {} already has cluster state; it will not \
