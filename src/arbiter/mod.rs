@@ -140,7 +140,7 @@ impl Arbiter {
             ownership.clone(),
             gate.clone(),
             horizon,
-            rejoin,
+            rejoin.clone(),
         );
         let admin = AdminService::new(AdminContext {
             raft: raft.clone(),
@@ -183,6 +183,7 @@ impl Arbiter {
                 config.raft.clone(),
             )),
             tokio::spawn(ownership.clone().run()),
+            tokio::spawn(crate::consensus::rejoin::watch(rejoin, raft.clone())),
         ];
         tracing::info!(node = config.node_id, cluster = %config.cluster, "arbiter started");
         Ok(Arbiter {

@@ -45,6 +45,33 @@ pub struct Progress {
     pub applied: Option<(u64, u64)>,
     /// The term of this node's current vote (its leader's term while it follows one).
     pub vote_term: u64,
+    /// Whether this node leads that term.
+    pub leads: bool,
+}
+
+impl Progress {
+    /// This node's progress as openraft's metrics show it.
+    pub fn of(metrics: &openraft::RaftMetrics<NodeId, crate::consensus::types::Member>) -> Self {
+        Progress {
+            applied: metrics
+                .last_applied
+                .map(|log_id| (log_id.leader_id.term, log_id.index)),
+            vote_term: metrics.vote.leader_id().get_term(),
+            leads: metrics.state == openraft::ServerState::Leader,
+        }
+    }
+}
+
+/// Keeps `guard` up to date with `raft`'s metrics until the node has caught up.
+pub async fn watch(guard: std::sync::Arc<RejoinGuard>, raft: crate::consensus::types::Raft) {
+    let mut metrics = raft.metrics();
+    while guard.waiting() {
+        let progress = Progress::of(&metrics.borrow_and_update());
+        guard.observe(progress);
+        if !guard.waiting() || metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 impl RejoinGuard {
@@ -63,10 +90,7 @@ impl RejoinGuard {
         if !self.waiting() {
             return;
         }
-        let mut target = self
-            .commit_target
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut target = self.target();
         if target.is_none() {
             *target = Some(leader_commit.unwrap_or(0));
         }
@@ -77,28 +101,41 @@ impl RejoinGuard {
         self.waiting.load(Ordering::SeqCst)
     }
 
-    /// Decides on a vote request of `term` given this node's `progress`. `Err` says why the
-    /// request is refused.
-    pub fn may_vote(&self, term: u64, progress: Progress) -> Result<(), String> {
+    /// Looks at this node's `progress` (called on every change of openraft's metrics) and
+    /// ends the wait once it has caught up. A node that leads has caught up once it applied
+    /// an entry of its own term: it was elected without this rule's help (only term 1 is open,
+    /// and that is a brand-new cluster), so its log holds every committed entry.
+    pub fn observe(&self, progress: Progress) {
         if !self.waiting() {
-            return Ok(());
+            return;
         }
-        let target = *self
-            .commit_target
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let caught_up = match (target, progress.applied) {
-            (Some(target), Some((applied_term, applied_index))) => {
-                applied_term >= 1 && applied_term == progress.vote_term && applied_index >= target
-            }
+        let own_term_applied = progress
+            .applied
+            .is_some_and(|(term, _)| term >= 1 && term == progress.vote_term);
+        let target_reached = match (*self.target(), progress.applied) {
+            (Some(target), Some((_, index))) => index >= target,
             _ => false,
         };
-        if caught_up {
+        if own_term_applied && (progress.leads || target_reached) {
             self.waiting.store(false, Ordering::SeqCst);
             tracing::info!(
                 node = self.node_id,
                 "caught up after starting with an empty store; voting again"
             );
+        }
+    }
+
+    fn target(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        self.commit_target
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Decides on a vote request of `term` given this node's `progress`. `Err` says why the
+    /// request is refused.
+    pub fn may_vote(&self, term: u64, progress: Progress) -> Result<(), String> {
+        self.observe(progress);
+        if !self.waiting() {
             return Ok(());
         }
         if term <= 1 {
@@ -118,7 +155,11 @@ mod tests {
     use super::*;
 
     fn progress(applied: Option<(u64, u64)>, vote_term: u64) -> Progress {
-        Progress { applied, vote_term }
+        Progress {
+            applied,
+            vote_term,
+            leads: false,
+        }
     }
 
     #[test]
@@ -150,6 +191,28 @@ mod tests {
         assert_eq!(guard.may_vote(8, progress(Some((7, 50)), 7)), Ok(()));
         assert!(!guard.waiting());
         assert_eq!(guard.may_vote(12, progress(None, 11)), Ok(()));
+    }
+
+    #[test]
+    fn the_first_leader_of_a_brand_new_cluster_is_caught_up_once_its_entry_applies() {
+        // It never receives an AppendEntries: it sends them.
+        let guard = RejoinGuard::new(1, true);
+        guard.observe(Progress {
+            applied: Some((0, 0)),
+            vote_term: 1,
+            leads: true,
+        });
+        assert!(
+            guard.waiting(),
+            "the membership entry is not of its own term"
+        );
+        guard.observe(Progress {
+            applied: Some((1, 1)),
+            vote_term: 1,
+            leads: true,
+        });
+        assert!(!guard.waiting());
+        assert_eq!(guard.may_vote(2, progress(Some((1, 1)), 2)), Ok(()));
     }
 
     #[test]

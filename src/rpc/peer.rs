@@ -198,15 +198,7 @@ impl peer_server::Peer for PeerService {
         let rpc: openraft::raft::VoteRequest<NodeId> =
             decode(&message.payload).map_err(bad_payload)?;
         let term = rpc.vote.leader_id().get_term();
-        let progress = {
-            let metrics = self.raft.metrics().borrow().clone();
-            Progress {
-                applied: metrics
-                    .last_applied
-                    .map(|log_id| (log_id.leader_id.term, log_id.index)),
-                vote_term: metrics.vote.leader_id().get_term(),
-            }
-        };
+        let progress = Progress::of(&self.raft.metrics().borrow());
         if let Err(why) = self.rejoin.may_vote(term, progress) {
             tracing::warn!(candidate = from, term, "vote refused: {why}");
             return Err(Status::failed_precondition(why));
