@@ -49,13 +49,7 @@ pub fn open(
         check_identity(dir, &marker.identity, identity)?;
     }
 
-    let db = sled::Config::new()
-        .path(dir)
-        .open()
-        .map_err(|source| StoreError::Sled {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
+    let db = open_sled(dir)?;
     let disk = DiskSync::open(dir)?;
     let fresh = classify_trees(dir, &db, dir_state.marker.is_some())?;
 
@@ -96,6 +90,33 @@ pub fn open(
         "opened the Raft store"
     );
     Ok((log_store, StateMachineStore::new(shared, applied)))
+}
+
+/// How long [`open_sled`] waits for sled's lock on the database file.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens sled in `dir`, waiting up to [`LOCK_WAIT`] for its file lock. A database closed a
+/// moment ago in this process can still be held by sled's background flusher, which lets go
+/// asynchronously; a store that another live process holds is still refused, after the wait.
+fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(source) => {
+                return Err(StoreError::Sled {
+                    dir: dir.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
 }
 
 /// Checks the directory before sled touches it: creates it if missing, refuses anything that
