@@ -406,17 +406,3 @@ async fn switchover(runs: usize, spacing: Duration) -> anyhow::Result<Value> {
     witness.shutdown().await?;
     Ok(json!({ "total_ms": summary(&totals), "gap_ms": summary(&gaps) }))
 }
-
-/// Polls `check` every 5 ms on the runtime until it returns `Some`, or fails after [`DEADLINE`].
-async fn poll_async<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check() {
-            return Ok(value);
-        }
-        if Instant::now() >= deadline {
-            anyhow::bail!("timed out after {DEADLINE:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}

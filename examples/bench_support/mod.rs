@@ -97,3 +97,17 @@ pub fn machine() -> Value {
         "temp_dir": std::env::temp_dir(),
     })
 }
+
+/// Polls `check` every 5 ms on the runtime until it returns `Some`, or fails after [`DEADLINE`].
+pub async fn poll_async<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check() {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("timed out after {DEADLINE:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -14,7 +14,7 @@
 //! bounds every lease granted before this term. With `lease.old_lease_bound = "election"` it
 //! does not ask, and only the election bounds them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ use crate::consensus::types::{Member, NodeId, Raft};
 use crate::core::leader::{self, LeaderAction, LeaderInput};
 use crate::core::time::{Millis, Timing};
 use crate::core::view::{self, FenceHook, PeerHealth};
-use crate::rpc::peer::{ClientOptions, Identity, PeerClient};
+use crate::rpc::peer::{ClientOptions, Identity, PeerClient, PeerClients};
 
 /// Why a report did not renew a lease.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -82,9 +82,7 @@ pub struct Ownership {
     horizon: Arc<Horizon>,
     /// Whether to ask the members for their horizon (`lease.old_lease_bound = "horizon"`).
     ask_members: bool,
-    identity: Arc<Identity>,
-    client_options: ClientOptions,
-    clients: Mutex<HashMap<NodeId, PeerClient>>,
+    clients: PeerClients,
 }
 
 impl Ownership {
@@ -111,9 +109,7 @@ impl Ownership {
             reason: Mutex::new(None),
             horizon,
             ask_members: config.lease.old_lease_bound == OldLeaseBound::Horizon,
-            identity,
-            client_options,
-            clients: Mutex::new(HashMap::new()),
+            clients: PeerClients::new(identity, config.membership(), client_options),
         })
     }
 
@@ -458,20 +454,7 @@ impl Ownership {
         if target == self.node_id {
             return None;
         }
-        let mut clients = self.clients.lock().ok()?;
-        if let Some(client) = clients.get(&target) {
-            return Some(client.clone());
-        }
-        let member = self.members.get(&target)?;
-        let client = PeerClient::new(
-            self.identity.clone(),
-            target,
-            &member.addr,
-            self.client_options.clone(),
-        )
-        .ok()?;
-        clients.insert(target, client.clone());
-        Some(client)
+        self.clients.get(target).ok()
     }
 
     fn start_fence_hook(self: &Arc<Self>, node: view::NodeId, epoch: u64) {

@@ -2,8 +2,7 @@
 //! otherwise forwarded to the leader over the peer service. Used by the agent (release,
 //! failure counts) and by the admin service (switchover, pause, standby).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -11,7 +10,9 @@ use openraft::ServerState;
 
 use crate::consensus::state::{Request, Response};
 use crate::consensus::types::{Member, NodeId, Raft};
-use crate::rpc::peer::{ClientOptions, Identity, PeerClient, PeerMethod, PROPOSE_TIMEOUT};
+use crate::rpc::peer::{
+    ClientOptions, Identity, PeerClient, PeerClients, PeerMethod, PROPOSE_TIMEOUT,
+};
 
 /// Why a proposal was not committed.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +29,7 @@ pub enum ProposeError {
 pub struct Proposer {
     raft: Raft,
     identity: Arc<Identity>,
-    members: std::collections::BTreeMap<NodeId, Member>,
-    options: ClientOptions,
-    clients: Mutex<HashMap<NodeId, PeerClient>>,
+    clients: PeerClients,
 }
 
 impl Proposer {
@@ -41,12 +40,14 @@ impl Proposer {
         members: std::collections::BTreeMap<NodeId, Member>,
         options: ClientOptions,
     ) -> Self {
+        let options = ClientOptions {
+            connect: Duration::from_millis(500),
+            ..options
+        };
         Proposer {
             raft,
+            clients: PeerClients::new(identity.clone(), members, options),
             identity,
-            members,
-            options,
-            clients: Mutex::new(HashMap::new()),
         }
     }
 
@@ -84,28 +85,8 @@ impl Proposer {
     }
 
     fn client(&self, target: NodeId) -> Result<PeerClient, ProposeError> {
-        let mut clients = self
-            .clients
-            .lock()
-            .map_err(|_| ProposeError::NotCommitted("client cache poisoned".into()))?;
-        if let Some(client) = clients.get(&target) {
-            return Ok(client.clone());
-        }
-        let member = self
-            .members
-            .get(&target)
-            .ok_or_else(|| ProposeError::NotCommitted(format!("node {target} is not a member")))?;
-        let client = PeerClient::new(
-            self.identity.clone(),
-            target,
-            &member.addr,
-            ClientOptions {
-                connect: Duration::from_millis(500),
-                ..self.options.clone()
-            },
-        )
-        .map_err(|e| ProposeError::NotCommitted(e.to_string()))?;
-        clients.insert(target, client.clone());
-        Ok(client)
+        self.clients
+            .get(target)
+            .map_err(|e| ProposeError::NotCommitted(e.to_string()))
     }
 }

@@ -338,6 +338,53 @@ pub struct ClientOptions {
     pub faults: Option<Arc<Faults>>,
 }
 
+/// One cached [`PeerClient`] per member, built on first use.
+pub struct PeerClients {
+    identity: Arc<Identity>,
+    members: std::collections::BTreeMap<NodeId, crate::consensus::types::Member>,
+    options: ClientOptions,
+    cache: std::sync::Mutex<std::collections::HashMap<NodeId, PeerClient>>,
+}
+
+impl PeerClients {
+    /// Clients from `identity` to `members`, with `options`.
+    pub fn new(
+        identity: Arc<Identity>,
+        members: std::collections::BTreeMap<NodeId, crate::consensus::types::Member>,
+        options: ClientOptions,
+    ) -> Self {
+        PeerClients {
+            identity,
+            members,
+            options,
+            cache: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// The client for member `target`.
+    pub fn get(&self, target: NodeId) -> Result<PeerClient, CallError> {
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = cache.get(&target) {
+            return Ok(client.clone());
+        }
+        let member = self
+            .members
+            .get(&target)
+            .ok_or_else(|| CallError::Failed(format!("node {target} is not a member")))?;
+        let client = PeerClient::new(
+            self.identity.clone(),
+            target,
+            &member.addr,
+            self.options.clone(),
+        )?;
+        cache.insert(target, client.clone());
+        Ok(client)
+    }
+}
+
 /// A cached, lazily connected channel to one peer's gRPC endpoint.
 #[derive(Clone)]
 pub struct PeerClient {

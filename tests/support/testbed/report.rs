@@ -57,14 +57,6 @@ fn ms(from: u64, to: Option<u64>) -> Option<f64> {
     to.map(|t| (t as f64 - from as f64) / 1e6)
 }
 
-fn jsonl<T: serde::Serialize>(items: &[T]) -> String {
-    items
-        .iter()
-        .filter_map(|i| serde_json::to_string(i).ok())
-        .map(|l| l + "\n")
-        .collect()
-}
-
 impl Testbed {
     /// Copies every history (call after the observers stopped); the ledger's read error, if
     /// any, comes separately.
@@ -115,7 +107,7 @@ impl Testbed {
         if let Err(e) = run.write(&self.run.path) {
             eprintln!("testbed: {e}");
         }
-        self.run.write("status.jsonl", &jsonl(status));
+        self.run.write("status.jsonl", &saved::jsonl(status));
     }
 
     /// Reads `n -> server id` of every row in `tb.seq` through the VIP, from the client host.

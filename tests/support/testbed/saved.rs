@@ -124,7 +124,8 @@ pub fn ledger_path(dir: &Path) -> PathBuf {
 
 const LEDGER: &str = "drbd/ledger.jsonl";
 
-fn jsonl<T: serde::Serialize>(items: &[T]) -> String {
+/// One JSON line per item (the format of every history file).
+pub(super) fn jsonl<T: serde::Serialize>(items: &[T]) -> String {
     items
         .iter()
         .filter_map(|i| serde_json::to_string(i).ok())
