@@ -342,7 +342,11 @@ impl StdoutToStderr {
         let _ = std::io::stdout().flush();
         // SAFETY: dup/dup2 on the process's own standard descriptors.
         let saved = unsafe { libc::dup(1) };
-        if saved < 0 || unsafe { libc::dup2(2, 1) } < 0 {
+        if saved < 0 {
+            return None;
+        }
+        // SAFETY: both descriptors are the process's own standard output and error.
+        if unsafe { libc::dup2(2, 1) } < 0 {
             return None;
         }
         Some(StdoutToStderr { saved })
