@@ -7,17 +7,19 @@
 //! - **systemd**: `systemctl start|stop|kill` on a configured unit.
 //!
 //! Either way, "running" means the server accepts a login with the configured user and answers
-//! `SELECT 1` ([`crate::resources::mysql_probe`]). Start returns only then, or fails within the
+//! `SELECT 1` ([`crate::resources::mysql::probe`]). Start returns only then, or fails within the
 //! start timeout; a start that fails after spawning stops what it spawned, so no half-started
 //! mysqld stays behind. Stop is graceful (SIGTERM or `systemctl stop`, which let InnoDB flush and
 //! close cleanly) until its deadline, then SIGKILL; a process that survives even that makes stop
 //! fail with [`Recovery::Fence`]. Fence is SIGKILL at once: when the lease ran out, the fastest way
 //! to stop accepting writes wins over a clean shutdown, and InnoDB recovers on the next start.
 
+pub mod config;
+pub mod probe;
+
 use crate::resources::agent::{ActionContext, AgentError, Recovery, ResourceAgent, ResourceState};
-use crate::resources::mysql_config::Launch;
-pub use crate::resources::mysql_config::MysqlConfig;
-use crate::resources::mysql_probe::{probe, Endpoint, ProbeError};
+use crate::resources::mysql::config::{Launch, MysqlConfig};
+use crate::resources::mysql::probe::{probe, Endpoint, ProbeError};
 use crate::resources::procs::{self, ProcessId};
 use crate::resources::runner::CommandRunner;
 use async_trait::async_trait;
