@@ -7,8 +7,8 @@
 mod support;
 
 use quorate::resources::agent::{ActionContext, Recovery, ResourceAgent, ResourceState};
+use quorate::resources::drbd::status::{ConnectionState, DiskState, Role};
 use quorate::resources::drbd::{DrbdAgent, DrbdConfig, ForcePrimary};
-use quorate::resources::drbd_status::{ConnectionState, DiskState, Role};
 use quorate::resources::runner::{RecordingRunner, SystemRunner};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};

@@ -6,17 +6,12 @@
 pub mod agent;
 pub mod config;
 pub mod drbd;
-pub mod drbd_status;
 pub mod dummy;
 pub mod fencing;
 pub mod filesystem;
-pub mod garp;
 pub mod group;
 pub mod ledger;
 pub mod mysql;
-pub mod mysql_config;
-pub mod mysql_probe;
-pub mod netlink;
 pub mod procs;
 pub mod runner;
 pub mod vip;

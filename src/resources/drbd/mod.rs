@@ -6,7 +6,7 @@
 //!
 //! | action | command |
 //! |---|---|
-//! | read state | `drbdsetup status <res> --json` (parsed once, see [`drbd_status`]) |
+//! | read state | `drbdsetup status <res> --json` (parsed once, see [`status`]) |
 //! | promote | `drbdadm primary <res>` |
 //! | forced promote | `drbdadm primary --force <res>` |
 //! | demote | `drbdadm secondary <res>` |
@@ -25,10 +25,13 @@
 //! `monitor`: Primary with every volume UpToDate is running, Secondary is stopped, anything else
 //! failed. `stop` and `fence` demote; a demotion that fails (device still open) asks for fencing.
 //!
-//! [`drbd_status`]: crate::resources::drbd_status
+//! This folder holds the agent (here), the parser of `drbdsetup status --json` ([`status`]) and
+//! the agent's unit tests (`tests.rs`).
+
+pub mod status;
 
 use crate::resources::agent::{ActionContext, AgentError, Recovery, ResourceAgent, ResourceState};
-use crate::resources::drbd_status::{
+use crate::resources::drbd::status::{
     parse_status, DiskState, ResourceStatus, Role, StatusParseError,
 };
 use crate::resources::runner::{CommandOutput, CommandRunner, RunError};
@@ -505,5 +508,4 @@ impl ResourceAgent for DrbdAgent {
 }
 
 #[cfg(test)]
-#[path = "drbd_tests.rs"]
 mod tests;
