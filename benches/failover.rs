@@ -1,4 +1,4 @@
-//! Failover time on the testbed (TESTBED.md), phase by phase: for an owner power-off and for
+//! Failover time on the testbed (docs/TESTBED.md), phase by phase: for an owner power-off and for
 //! a planned switchover, N runs each on a fresh testbed (real quorate binaries, DRBD stand-in,
 //! ext4, MariaDB, the VIP, a client writing through the VIP), every phase measured from the
 //! fault on one monotonic clock: new leader, DRBD Primary, mounted, MySQL ready, VIP up, first

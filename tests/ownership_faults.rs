@@ -151,7 +151,7 @@ async fn an_isolated_owner_that_leads_fences_and_the_other_node_takes_over() {
 }
 
 /// (a') The same with `lease.old_lease_bound = "election"`: the new leader counts the old
-/// lease from its own election, as PROTOCOL.md's rule 4 says to the letter.
+/// lease from its own election, as docs/PROTOCOL.md's rule 4 says to the letter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_election_bound_the_new_leader_counts_from_its_election() {
     isolated_leading_owner(
