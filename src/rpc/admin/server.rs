@@ -23,7 +23,7 @@ use super::convert::{history_entry, resource_states, server_state_name};
 use crate::arbiter::clock;
 use crate::arbiter::ownership::unix_ms;
 use crate::arbiter::view::cluster_view;
-use crate::consensus::state::{self, Command};
+use crate::consensus::state::{self, ClusterState, Command};
 use crate::consensus::store::AppliedState;
 use crate::consensus::types::{Member, NodeId, Raft, Role};
 use crate::core::time::{Millis, Timing};
@@ -232,6 +232,37 @@ impl AdminService {
     }
 }
 
+/// Why a switchover to `target` must be refused on the committed `state` alone, or `None`
+/// when only the target's reachability is left to check. Marks that exclude the target are
+/// worded by core's [`Ineligible`], as the leader words them when it declines a switchover.
+fn switchover_refusal(
+    state: &ClusterState,
+    members: &BTreeMap<NodeId, Member>,
+    target: NodeId,
+    timing: &Timing,
+) -> Option<String> {
+    let view = cluster_view(state, members);
+    let target = view::NodeId(target);
+    let name = view.name_of(target);
+    let excluded = view.marks_exclude(target, timing);
+    // A target that can never hold the group is named first, whatever else holds.
+    if let Some(why @ (Ineligible::NotAMember | Ineligible::Witness)) = &excluded {
+        return Some(format!("{name} {why}"));
+    }
+    if view.paused {
+        return Some("the cluster is paused; resume it first".into());
+    }
+    let Some(owner) = view.owner else {
+        return Some(
+            "no node owns the group yet; the leader gives it to the best node by itself".into(),
+        );
+    };
+    if owner.node == target && !view.owner_released() {
+        return Some(format!("{name} already owns the group"));
+    }
+    excluded.map(|why| format!("{name} {why}"))
+}
+
 /// The metadata key a forwarding member uses to pass on who asked.
 const REQUESTED_BY: &str = "quorate-requested-by";
 
@@ -360,27 +391,15 @@ impl admin_server::Admin for AdminService {
         }
         let (target, member) = self.member_by_name(&request.to)?;
         let applied = self.context.applied.borrow().clone();
-        let cluster_state = &applied.state;
         let refuse = |why: String| Err(Status::failed_precondition(why));
-        // The committed marks that exclude the target, worded as the leader words them.
-        let excluded = cluster_view(cluster_state, &self.context.members)
-            .marks_exclude(view::NodeId(target), &self.context.timing);
-        if let Some(why @ (Ineligible::NotAMember | Ineligible::Witness)) = &excluded {
-            return refuse(format!("{} {why}", member.name));
-        }
-        if cluster_state.paused {
-            return refuse("the cluster is paused; resume it first".into());
-        }
-        let Some(owner) = cluster_state.owner else {
-            return refuse(
-                "no node owns the group yet; the leader gives it to the best node by itself".into(),
-            );
-        };
-        if owner.node == target && !cluster_state.owner_released() {
-            return refuse(format!("{} already owns the group", member.name));
-        }
-        if let Some(why) = excluded {
-            return refuse(format!("{} {why}", member.name));
+        let committed = switchover_refusal(
+            &applied.state,
+            &self.context.members,
+            target,
+            &self.context.timing,
+        );
+        if let Some(why) = committed {
+            return refuse(why);
         }
         let reachable = if target == self.context.node_id {
             true
@@ -493,5 +512,128 @@ impl admin_server::Admin for AdminService {
         Ok(Response::new(pb::HistoryReply {
             entries: applied.state.history.iter().map(history_entry).collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::state::{NodeMarks, Owner};
+
+    fn members() -> BTreeMap<NodeId, Member> {
+        [
+            (1, "node1", Role::Management),
+            (2, "node2", Role::Management),
+            (3, "witness", Role::Witness),
+        ]
+        .into_iter()
+        .map(|(id, name, role)| {
+            let member = Member {
+                name: name.into(),
+                addr: format!("127.0.0.1:{}", 7000 + id),
+                role,
+            };
+            (id, member)
+        })
+        .collect()
+    }
+
+    fn timing() -> Timing {
+        Timing {
+            lease_ms: 3_000,
+            rho_permille: 10,
+            fence_margin_ms: 500,
+            migration_threshold: 3,
+            max_restarts_in_place: 2,
+        }
+    }
+
+    fn owned_by_node1() -> ClusterState {
+        ClusterState {
+            owner: Some(Owner { node: 1, epoch: 7 }),
+            ..ClusterState::default()
+        }
+    }
+
+    fn with_marks(marks: NodeMarks) -> ClusterState {
+        let mut state = owned_by_node1();
+        state.nodes.insert(2, marks);
+        state
+    }
+
+    fn refusal(state: &ClusterState, target: NodeId) -> Option<String> {
+        switchover_refusal(state, &members(), target, &timing())
+    }
+
+    #[test]
+    fn a_clean_target_is_left_to_the_reachability_check() {
+        assert_eq!(refusal(&owned_by_node1(), 2), None);
+        // The owner itself, once it released its epoch, may be asked for again.
+        let released = ClusterState {
+            released: Some(7),
+            ..owned_by_node1()
+        };
+        assert_eq!(refusal(&released, 1), None);
+    }
+
+    #[test]
+    fn excluded_targets_are_refused_in_the_words_of_core() {
+        let standby = with_marks(NodeMarks {
+            standby: true,
+            ..NodeMarks::default()
+        });
+        assert_eq!(
+            refusal(&standby, 2),
+            Some(format!("node2 {}", Ineligible::Standby))
+        );
+        let outdated = with_marks(NodeMarks {
+            outdated: true,
+            ..NodeMarks::default()
+        });
+        assert_eq!(
+            refusal(&outdated, 2),
+            Some(format!("node2 {}", Ineligible::Outdated))
+        );
+        let failing = with_marks(NodeMarks {
+            fail_count: 3,
+            ..NodeMarks::default()
+        });
+        assert_eq!(
+            refusal(&failing, 2),
+            Some(format!(
+                "node2 {}",
+                Ineligible::TooManyFailures {
+                    fail_count: 3,
+                    threshold: 3
+                }
+            ))
+        );
+        assert_eq!(
+            refusal(&owned_by_node1(), 3),
+            Some(format!("witness {}", Ineligible::Witness))
+        );
+    }
+
+    #[test]
+    fn a_witness_is_named_first_and_the_cluster_state_before_the_marks() {
+        let paused = ClusterState {
+            paused: true,
+            ..with_marks(NodeMarks {
+                standby: true,
+                ..NodeMarks::default()
+            })
+        };
+        assert_eq!(
+            refusal(&paused, 3),
+            Some(format!("witness {}", Ineligible::Witness))
+        );
+        assert!(refusal(&paused, 2).unwrap().contains("paused"));
+        assert!(refusal(&ClusterState::default(), 2)
+            .unwrap()
+            .contains("no node owns the group yet"));
+        assert_eq!(
+            refusal(&owned_by_node1(), 1),
+            Some("node1 already owns the group".into())
+        );
     }
 }
