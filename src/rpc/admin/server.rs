@@ -266,6 +266,7 @@ fn switchover_refusal(
 /// The metadata key a forwarding member uses to pass on who asked.
 const REQUESTED_BY: &str = "quorate-requested-by";
 
+/// Who asked: the name a forwarding member passed on, or the caller's address.
 fn requester<T>(request: &Request<T>) -> String {
     if let Some(who) = request
         .metadata()

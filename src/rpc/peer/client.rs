@@ -348,6 +348,7 @@ pub fn lazy_channel(addr: &str, connect_timeout: Duration) -> Result<Channel, Ca
     Ok(endpoint.connect_lazy())
 }
 
+/// The kind of failure a peer's error status stands for.
 fn status_to_error(status: Status, timeout: Duration) -> CallError {
     match status.code() {
         Code::Unavailable => CallError::Unreachable(status.message().to_string()),
