@@ -4,7 +4,7 @@
 //! held the group at once, and says where the group must end: on exactly one node, or on none
 //! where no node may hold it.
 //!
-//! The fault table cuts Raft messages only (see `quorate::consensus::network::Faults`); lease
+//! The fault table cuts Raft messages only (see `quorate::rpc::peer::client::Faults`); lease
 //! reports and forwarded proposals travel over their own peer clients and are never cut. The
 //! one-way partition scenarios therefore exercise one-way Raft partitions, not one-way loss of
 //! every message.

@@ -12,7 +12,7 @@ use openraft::ServerState;
 use tokio::sync::{watch, Mutex};
 
 use crate::arbiter::clock;
-use crate::arbiter::ownership::{Ownership, ReportError};
+use crate::arbiter::ownership::Ownership;
 use crate::arbiter::view::{cluster_view, core_role};
 use crate::consensus::store::AppliedState;
 use crate::consensus::types::{Member, NodeId, Raft};
@@ -21,7 +21,8 @@ use crate::core::time::{Millis, Timing};
 use crate::core::view;
 use crate::guard::clock::monotonic_now_ns;
 use crate::guard::GuardHandle;
-use crate::rpc::peer::{ClientOptions, Identity, PeerClient};
+use crate::rpc::peer::client::{ClientOptions, PeerClient};
+use crate::rpc::peer::{Identity, ReportError};
 
 /// A lease this node holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

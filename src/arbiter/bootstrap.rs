@@ -18,8 +18,8 @@ use rand::Rng;
 use crate::config::{Config, RaftTiming};
 use crate::consensus::is_pristine;
 use crate::consensus::types::{NodeId, Raft, Role};
-use crate::rpc::pb;
-use crate::rpc::peer::{AppendGate, ClientOptions, Identity, PeerClient};
+use crate::rpc::peer::client::{ClientOptions, PeerClient, ProbeAnswer};
+use crate::rpc::peer::{AppendGate, Identity};
 use crate::status::NodeNotes;
 
 /// How often a pristine node asks its peers about their stores.
@@ -147,7 +147,7 @@ async fn probe_round(peers: &mut [(NodeId, String, PeerClient)]) -> (Round, BTre
         .filter(|(_, _, a)| a.as_ref().is_some_and(|a| !a.matched_you))
         .map(|(id, _, _)| *id)
         .collect();
-    let names = |keep: &dyn Fn(&Option<pb::ProbeReply>) -> bool| -> Vec<String> {
+    let names = |keep: &dyn Fn(&Option<ProbeAnswer>) -> bool| -> Vec<String> {
         answers
             .iter()
             .filter(|(_, _, a)| keep(a))

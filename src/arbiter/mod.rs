@@ -11,6 +11,7 @@ mod bootstrap;
 pub mod clock;
 pub mod horizon;
 pub mod ownership;
+mod ports;
 pub mod propose;
 pub mod view;
 
@@ -23,13 +24,16 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::consensus::network::{Faults, Network};
+use crate::consensus::network::Network;
 use crate::consensus::store::{self, AppliedState, StoreIdentity};
 use crate::consensus::types::{NodeId, Raft};
-use crate::rpc::admin::{AdminContext, AdminService};
-use crate::rpc::peer::{AppendGate, ClientOptions, Identity, PeerService};
+use crate::rpc::admin::server::{AdminContext, AdminService};
+use crate::rpc::peer::client::{ClientOptions, Faults};
+use crate::rpc::peer::server::PeerService;
+use crate::rpc::peer::{AppendGate, Identity};
 use crate::status::NodeNotes;
 use ownership::Ownership;
+use ports::ArbiterPorts;
 use propose::Proposer;
 
 /// Why an arbiter could not start.
@@ -134,12 +138,16 @@ impl Arbiter {
             config.node_id,
             started_empty,
         ));
+        let ports = Arc::new(ArbiterPorts {
+            ownership: ownership.clone(),
+            horizon,
+            proposer: proposer.clone(),
+        });
         let peer = PeerService::new(
             raft.clone(),
             (*peer_identity).clone(),
-            ownership.clone(),
+            ports.clone(),
             gate.clone(),
-            horizon,
             rejoin.clone(),
         );
         let admin = AdminService::new(AdminContext {
@@ -149,9 +157,8 @@ impl Arbiter {
             members: config.membership(),
             notes: notes.clone(),
             applied: applied.clone(),
-            proposer: proposer.clone(),
-            ownership: ownership.clone(),
-            migration_threshold: config.group.migration_threshold,
+            handler: ports,
+            timing: config.timing(),
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         // Options on the builder do not reach sockets accepted from our own listener: set

@@ -31,20 +31,8 @@ use crate::consensus::types::{Member, NodeId, Raft};
 use crate::core::leader::{self, LeaderAction, LeaderInput};
 use crate::core::time::{Millis, Timing};
 use crate::core::view::{self, FenceHook, PeerHealth};
-use crate::rpc::peer::{ClientOptions, Identity, PeerClient, PeerClients};
-
-/// Why a report did not renew a lease.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ReportError {
-    /// This node could not decide: it does not lead, or could not confirm its quorum. The
-    /// asker keeps its lease until it runs out and asks again.
-    #[error("{0}")]
-    Undecided(String),
-    /// The leader confirmed its quorum and the asker is not the owner under that epoch: the
-    /// asker must stop trusting its lease at once.
-    #[error("{0}")]
-    Refused(String),
-}
+use crate::rpc::peer::client::{ClientOptions, PeerClient, PeerClients};
+use crate::rpc::peer::{Identity, ReportError};
 
 /// What this leader knows that is not in the replicated state. Reset on every new term.
 #[derive(Debug, Default)]

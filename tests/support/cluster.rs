@@ -9,7 +9,7 @@ use std::time::Duration;
 use quorate::agent::{Agent, AgentOptions};
 use quorate::arbiter::{Arbiter, RunOptions};
 use quorate::config::Config;
-use quorate::consensus::network::Faults;
+use quorate::rpc::peer::client::Faults;
 use tokio::net::TcpListener;
 
 use super::{config_toml, eventually};
