@@ -28,9 +28,7 @@
 //! [`drbd_status`]: crate::resources::drbd_status
 
 use crate::resources::agent::{ActionContext, AgentError, Recovery, ResourceAgent, ResourceState};
-use crate::resources::drbd_status::{
-    parse_status, DiskState, ResourceStatus, Role, StatusParseError,
-};
+use crate::resources::drbd_status::{parse_status, DiskState, DrbdStatus, Role, StatusParseError};
 use crate::resources::runner::{CommandOutput, CommandRunner, RunError};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -104,7 +102,7 @@ pub enum PromotionPlan {
 }
 
 /// Decides how (and whether) to promote; pure, so every rule has a test.
-pub fn plan_promotion(status: &ResourceStatus, policy: ForcePrimary) -> PromotionPlan {
+pub fn plan_promotion(status: &DrbdStatus, policy: ForcePrimary) -> PromotionPlan {
     let disk = status.local_disk();
     if status.role == Role::Primary {
         return if disk == DiskState::UpToDate {
@@ -238,7 +236,7 @@ impl DrbdAgent {
     }
 
     /// Reads and parses `drbdsetup status <res> --json`.
-    pub async fn status(&self, epoch: Option<u64>) -> Result<ResourceStatus, DrbdStatusError> {
+    pub async fn status(&self, epoch: Option<u64>) -> Result<DrbdStatus, DrbdStatusError> {
         let program = self.config.drbdsetup.clone();
         let out = self
             .run(

@@ -137,9 +137,9 @@ pub struct Peer {
     pub volumes: Vec<PeerVolume>,
 }
 
-/// The status of one resource on this node.
+/// The status of one DRBD resource on this node, as `drbdsetup status --json` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResourceStatus {
+pub struct DrbdStatus {
     /// The resource name.
     pub name: String,
     /// This node's DRBD node id.
@@ -281,7 +281,7 @@ impl Peer {
     }
 }
 
-impl ResourceStatus {
+impl DrbdStatus {
     /// The worst local disk state over all volumes (`Diskless` when there are none).
     pub fn local_disk(&self) -> DiskState {
         worst(self.volumes.iter().map(|v| &v.disk))
@@ -365,14 +365,14 @@ struct RawPeerDevice {
 }
 
 /// Parses `drbdsetup status <resource> --json` output and returns that resource's status.
-pub fn parse_status(json: &str, resource: &str) -> Result<ResourceStatus, StatusParseError> {
+pub fn parse_status(json: &str, resource: &str) -> Result<DrbdStatus, StatusParseError> {
     let all: Vec<RawResource> =
         serde_json::from_str(json).map_err(|e| StatusParseError::Malformed(e.to_string()))?;
     let raw = all
         .into_iter()
         .find(|r| r.name == resource)
         .ok_or_else(|| StatusParseError::NotFound(resource.to_string()))?;
-    Ok(ResourceStatus {
+    Ok(DrbdStatus {
         name: raw.name,
         node_id: raw.node_id,
         role: Role::parse(&raw.role),
