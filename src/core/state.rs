@@ -367,6 +367,33 @@ mod tests {
     }
 
     #[test]
+    fn stored_forms_are_those_the_log_and_snapshots_already_hold() {
+        let mut s = ClusterState::default();
+        s.apply(
+            5,
+            &req(Command::GrantOwnership {
+                node: 1,
+                expected: None,
+            }),
+        );
+        s.history.clear();
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"owner":{"node":1,"epoch":5},"released":null,"nodes":{},"paused":false,"switchover_to":null,"history":[]}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Command::Release { node: 2, epoch: 9 }).unwrap(),
+            r#"{"Release":{"node":2,"epoch":9}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&[Role::Management, Role::Witness]).unwrap(),
+            r#"["management","witness"]"#
+        );
+        let role: Role = serde_json::from_str(r#""witness""#).unwrap();
+        assert_eq!(role, Role::Witness);
+    }
+
+    #[test]
     fn grant_is_compare_and_set_on_the_epoch() {
         let mut s = ClusterState::default();
         let r = s.apply(
