@@ -28,7 +28,9 @@
 //! [`drbd_status`]: crate::resources::drbd_status
 
 use crate::resources::agent::{ActionContext, AgentError, Recovery, ResourceAgent, ResourceState};
-use crate::resources::drbd_status::{parse_status, DiskState, DrbdStatus, Role, StatusParseError};
+use crate::resources::drbd_status::{
+    parse_status, DiskState, DrbdRole, DrbdStatus, StatusParseError,
+};
 use crate::resources::runner::{CommandOutput, CommandRunner, RunError};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -104,7 +106,7 @@ pub enum PromotionPlan {
 /// Decides how (and whether) to promote; pure, so every rule has a test.
 pub fn plan_promotion(status: &DrbdStatus, policy: ForcePrimary) -> PromotionPlan {
     let disk = status.local_disk();
-    if status.role == Role::Primary {
+    if status.role == DrbdRole::Primary {
         return if disk == DiskState::UpToDate {
             PromotionPlan::AlreadyPrimary
         } else {
@@ -326,7 +328,7 @@ impl DrbdAgent {
     /// Demotes; shared by `stop` and `fence`. Any failure asks for fencing.
     async fn demote(&self, ctx: &ActionContext, action: &'static str) -> Result<(), AgentError> {
         match self.status(Some(ctx.epoch)).await {
-            Ok(status) if status.role != Role::Primary => {
+            Ok(status) if status.role != DrbdRole::Primary => {
                 tracing::info!(resource = %self.name, epoch = ctx.epoch, action,
                     state = %status.summary(), "DRBD already not Primary");
                 return Ok(());
@@ -367,7 +369,7 @@ impl DrbdAgent {
             ));
         }
         match self.status(Some(ctx.epoch)).await {
-            Ok(status) if status.role == Role::Secondary => {
+            Ok(status) if status.role == DrbdRole::Secondary => {
                 tracing::info!(resource = %self.name, epoch = ctx.epoch, action, "DRBD Secondary");
                 Ok(())
             }
@@ -491,7 +493,7 @@ impl ResourceAgent for DrbdAgent {
     async fn monitor(&self) -> ResourceState {
         match self.status(None).await {
             Ok(status) if status.is_serving() => ResourceState::Running,
-            Ok(status) if status.role == Role::Secondary => ResourceState::Stopped,
+            Ok(status) if status.role == DrbdRole::Secondary => ResourceState::Stopped,
             Ok(status) => ResourceState::Failed(status.summary()),
             Err(e) => ResourceState::Failed(e.to_string()),
         }
