@@ -13,7 +13,7 @@ use tokio::sync::{watch, Mutex};
 
 use crate::arbiter::clock;
 use crate::arbiter::ownership::Ownership;
-use crate::arbiter::view::{cluster_view, core_role};
+use crate::arbiter::view::cluster_view;
 use crate::consensus::store::AppliedState;
 use crate::consensus::types::{Member, NodeId, Raft};
 use crate::core::node::renewal_due;
@@ -73,9 +73,9 @@ impl Renewer {
             let role = self
                 .members
                 .get(&self.me)
-                .map(|m| core_role(m.role))
+                .map(|m| m.role)
                 .unwrap_or(view::Role::Management);
-            let due = renewal_due(view::NodeId(self.me), role, &view);
+            let due = renewal_due(self.me, role, &view);
             let renew_epoch = due.map(|o| o.epoch).unwrap_or(0);
             let healthy = *self.healthy.borrow();
             let t0 = clock::now();

@@ -214,11 +214,9 @@ impl Agent {
     async fn hand_over(&self) {
         let state = self.arbiter.applied().borrow().clone();
         let view = cluster_view(&state.state, &self.config.membership());
-        let Some(owner) = crate::core::node::renewal_due(
-            view::NodeId(self.config.node_id),
-            view::Role::Management,
-            &view,
-        ) else {
+        let Some(owner) =
+            crate::core::node::renewal_due(self.config.node_id, view::Role::Management, &view)
+        else {
             return;
         };
         let ctx = ActionContext {

@@ -25,7 +25,7 @@ use crate::core::time::Timing;
 use crate::core::view::{self, ResourceState, ResourceStatus};
 use crate::guard::GuardHandle;
 use crate::resources::agent::{self, ActionContext};
-use crate::resources::group::ResourceGroup;
+use crate::resources::group::{GroupResourceStatus, ResourceGroup};
 use crate::status::{AgentNote, NodeNotes};
 
 /// Everything the loop reads and drives.
@@ -93,7 +93,7 @@ impl Reconciler {
             let resources = self.monitored.borrow().clone();
             let now = clock::now();
             let input = NodeInput {
-                me: view::NodeId(self.me),
+                me: self.me,
                 role: view::Role::Management,
                 now,
                 view: &view,
@@ -127,7 +127,7 @@ impl Reconciler {
                 lease_until: current_lease.map(|l| l.until.0),
                 resources: resources
                     .iter()
-                    .map(|r| (r.name.clone(), state_text(&r.state)))
+                    .map(|r| (r.name.clone(), r.state.to_string()))
                     .collect(),
             });
             if !decision.actions.is_empty() {
@@ -183,8 +183,7 @@ impl Reconciler {
     ) {
         let Some(guard) = &self.guard else { return };
         let Some(lease) = lease else { return };
-        let owner_here =
-            node::renewal_due(view::NodeId(self.me), view::Role::Management, view).is_some();
+        let owner_here = node::renewal_due(self.me, view::Role::Management, view).is_some();
         let all_stopped = resources
             .iter()
             .all(|r| matches!(r.state, ResourceState::Stopped));
@@ -334,23 +333,10 @@ fn action_epoch(action: &NodeAction) -> u64 {
     }
 }
 
-fn state_text(state: &ResourceState) -> String {
-    match state {
-        ResourceState::Running => "running".into(),
-        ResourceState::Stopped => "stopped".into(),
-        ResourceState::Failed(why) => format!("failed: {why}"),
-        ResourceState::Unknown => "unknown".into(),
-    }
-}
-
 /// The core's picture of one monitor result.
-pub fn core_status(status: &crate::resources::group::ResourceStatus) -> ResourceStatus {
+pub fn core_status(status: &GroupResourceStatus) -> ResourceStatus {
     ResourceStatus {
         name: status.resource.clone(),
-        state: match &status.state {
-            agent::ResourceState::Running => ResourceState::Running,
-            agent::ResourceState::Stopped => ResourceState::Stopped,
-            agent::ResourceState::Failed(why) => ResourceState::Failed(why.clone()),
-        },
+        state: status.state.clone(),
     }
 }

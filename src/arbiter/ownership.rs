@@ -39,8 +39,8 @@ use crate::rpc::peer::{Identity, ReportError};
 struct LeaderBook {
     /// The term this book belongs to and when this node saw itself lead it.
     term: Option<(u64, Millis)>,
-    granted_until: BTreeMap<view::NodeId, Millis>,
-    peers: BTreeMap<view::NodeId, PeerHealth>,
+    granted_until: BTreeMap<NodeId, Millis>,
+    peers: BTreeMap<NodeId, PeerHealth>,
     /// The owner and epoch last seen committed, and since when.
     owner_seen: Option<(Option<view::Owner>, Millis)>,
     fence_hook: FenceHook,
@@ -109,7 +109,7 @@ impl Ownership {
     /// Milliseconds left on the lease this leader granted `node`, if any.
     pub fn granted_remaining_ms(&self, node: NodeId) -> Option<u64> {
         let book = self.book.lock().ok()?;
-        let until = book.granted_until.get(&view::NodeId(node))?;
+        let until = book.granted_until.get(&node)?;
         Some(clock::now().until(*until))
     }
 
@@ -168,12 +168,9 @@ impl Ownership {
         }
         let state = self.applied.borrow().clone();
         let view = cluster_view(&state.state, &self.members);
-        match leader::answer_renewal(&view, &self.timing, now, view::NodeId(from), renew_epoch) {
+        match leader::answer_renewal(&view, &self.timing, now, from, renew_epoch) {
             Ok(until) => {
-                let entry = book
-                    .granted_until
-                    .entry(view::NodeId(from))
-                    .or_insert(until);
+                let entry = book.granted_until.entry(from).or_insert(until);
                 *entry = (*entry).max(until);
                 Ok(true)
             }
@@ -199,7 +196,7 @@ impl Ownership {
         if let Ok(mut book) = self.book.lock() {
             book.enter_term(term, now, self.fence_hook.is_some());
             book.peers.insert(
-                view::NodeId(from),
+                from,
                 PeerHealth {
                     last_heard: Some(now),
                     can_run_group: healthy,
@@ -308,8 +305,7 @@ impl Ownership {
                         replaces,
                         grant_seen: owner_grant_seen,
                     };
-                    self.grant(node.0, claim, &decision.reason.to_string())
-                        .await;
+                    self.grant(node, claim, &decision.reason.to_string()).await;
                 }
                 LeaderAction::RunFenceHook { node, epoch } => {
                     self.start_fence_hook(node, epoch);
@@ -445,7 +441,7 @@ impl Ownership {
         self.clients.get(target).ok()
     }
 
-    fn start_fence_hook(self: &Arc<Self>, node: view::NodeId, epoch: u64) {
+    fn start_fence_hook(self: &Arc<Self>, node: NodeId, epoch: u64) {
         let Some(hook) = self.fence_hook.clone() else {
             return;
         };
@@ -455,9 +451,9 @@ impl Ownership {
         }
         let name = self
             .members
-            .get(&node.0)
+            .get(&node)
             .map(|m| m.name.clone())
-            .unwrap_or_else(|| node.0.to_string());
+            .unwrap_or_else(|| node.to_string());
         let this = self.clone();
         tokio::spawn(async move {
             let outcome = run_fence_hook(&hook, &name, epoch).await;
@@ -497,7 +493,7 @@ impl LeaderBook {
             if self.granted_until.get(&old.node).copied() > claim.grant_seen {
                 return Err(format!(
                     "owner {} (epoch {}) renewed its lease after the decision",
-                    old.node.0, old.epoch
+                    old.node, old.epoch
                 ));
             }
             self.moving = Some(old.epoch);
@@ -573,16 +569,13 @@ mod tests {
     }
 
     fn owner(epoch: u64) -> Option<view::Owner> {
-        Some(view::Owner {
-            node: view::NodeId(1),
-            epoch,
-        })
+        Some(view::Owner { node: 1, epoch })
     }
 
     #[test]
     fn a_move_is_claimed_only_in_the_decision_term_and_only_if_the_owner_did_not_renew() {
         let mut b = book(7);
-        b.granted_until.insert(view::NodeId(1), Millis(5_000));
+        b.granted_until.insert(1, Millis(5_000));
         let claim = Claim {
             term: 7,
             replaces: owner(40),
@@ -594,7 +587,7 @@ mod tests {
         assert_eq!(b.moving, None);
 
         // The owner renewed between the decision and the write: the renewal wins.
-        b.granted_until.insert(view::NodeId(1), Millis(6_500));
+        b.granted_until.insert(1, Millis(6_500));
         assert!(b.claim_move(&claim).unwrap_err().contains("renewed"));
         assert_eq!(b.moving, None);
 
@@ -616,7 +609,7 @@ mod tests {
             replaces: owner(9),
             grant_seen: None,
         };
-        b.granted_until.insert(view::NodeId(1), Millis(2_000));
+        b.granted_until.insert(1, Millis(2_000));
         assert!(b.claim_move(&claim).is_err());
         // A cold start replaces nobody: only the term matters.
         let cold = Claim {

@@ -32,7 +32,7 @@ pub mod status;
 
 use crate::resources::agent::{ActionContext, AgentError, Recovery, ResourceAgent, ResourceState};
 use crate::resources::drbd::status::{
-    parse_status, DiskState, ResourceStatus, Role, StatusParseError,
+    parse_status, DiskState, DrbdRole, DrbdStatus, StatusParseError,
 };
 use crate::resources::runner::{CommandOutput, CommandRunner, RunError};
 use async_trait::async_trait;
@@ -107,9 +107,9 @@ pub enum PromotionPlan {
 }
 
 /// Decides how (and whether) to promote; pure, so every rule has a test.
-pub fn plan_promotion(status: &ResourceStatus, policy: ForcePrimary) -> PromotionPlan {
+pub fn plan_promotion(status: &DrbdStatus, policy: ForcePrimary) -> PromotionPlan {
     let disk = status.local_disk();
-    if status.role == Role::Primary {
+    if status.role == DrbdRole::Primary {
         return if disk == DiskState::UpToDate {
             PromotionPlan::AlreadyPrimary
         } else {
@@ -241,7 +241,7 @@ impl DrbdAgent {
     }
 
     /// Reads and parses `drbdsetup status <res> --json`.
-    pub async fn status(&self, epoch: Option<u64>) -> Result<ResourceStatus, DrbdStatusError> {
+    pub async fn status(&self, epoch: Option<u64>) -> Result<DrbdStatus, DrbdStatusError> {
         let program = self.config.drbdsetup.clone();
         let out = self
             .run(
@@ -331,7 +331,7 @@ impl DrbdAgent {
     /// Demotes; shared by `stop` and `fence`. Any failure asks for fencing.
     async fn demote(&self, ctx: &ActionContext, action: &'static str) -> Result<(), AgentError> {
         match self.status(Some(ctx.epoch)).await {
-            Ok(status) if status.role != Role::Primary => {
+            Ok(status) if status.role != DrbdRole::Primary => {
                 tracing::info!(resource = %self.name, epoch = ctx.epoch, action,
                     state = %status.summary(), "DRBD already not Primary");
                 return Ok(());
@@ -372,7 +372,7 @@ impl DrbdAgent {
             ));
         }
         match self.status(Some(ctx.epoch)).await {
-            Ok(status) if status.role == Role::Secondary => {
+            Ok(status) if status.role == DrbdRole::Secondary => {
                 tracing::info!(resource = %self.name, epoch = ctx.epoch, action, "DRBD Secondary");
                 Ok(())
             }
@@ -496,7 +496,7 @@ impl ResourceAgent for DrbdAgent {
     async fn monitor(&self) -> ResourceState {
         match self.status(None).await {
             Ok(status) if status.is_serving() => ResourceState::Running,
-            Ok(status) if status.role == Role::Secondary => ResourceState::Stopped,
+            Ok(status) if status.role == DrbdRole::Secondary => ResourceState::Stopped,
             Ok(status) => ResourceState::Failed(status.summary()),
             Err(e) => ResourceState::Failed(e.to_string()),
         }

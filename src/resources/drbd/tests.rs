@@ -5,7 +5,7 @@ use super::*;
 use crate::resources::runner::RecordingRunner;
 use std::sync::Mutex;
 
-fn status(role: &str, disk: &str, peers: &[(&str, &str, &str)]) -> ResourceStatus {
+fn status(role: &str, disk: &str, peers: &[(&str, &str, &str)]) -> DrbdStatus {
     let connections: Vec<String> = peers
         .iter()
         .enumerate()

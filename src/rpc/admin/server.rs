@@ -27,7 +27,7 @@ use crate::consensus::state::{self, ClusterState, Command};
 use crate::consensus::store::AppliedState;
 use crate::consensus::types::{Member, NodeId, Raft, Role};
 use crate::core::time::{Millis, Timing};
-use crate::core::view::{self, Ineligible};
+use crate::core::view::Ineligible;
 use crate::rpc::pb::{self, admin_client, admin_server};
 use crate::rpc::peer::client::lazy_channel;
 use crate::rpc::peer::PROPOSE_TIMEOUT;
@@ -242,7 +242,6 @@ fn switchover_refusal(
     timing: &Timing,
 ) -> Option<String> {
     let view = cluster_view(state, members);
-    let target = view::NodeId(target);
     let name = view.name_of(target);
     let excluded = view.marks_exclude(target, timing);
     // A target that can never hold the group is named first, whatever else holds.
@@ -519,7 +518,8 @@ impl admin_server::Admin for AdminService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consensus::state::{NodeMarks, Owner};
+    use crate::consensus::state::NodeMarks;
+    use crate::core::view::Owner;
 
     fn members() -> BTreeMap<NodeId, Member> {
         [
