@@ -161,6 +161,35 @@ pub enum Ineligible {
     SilentOwner,
 }
 
+impl Ineligible {
+    /// What an operator can do about it, where anything can be done: the second half of the
+    /// sentence an admin refusal prints after the reason (`node2 is on standby; unstandby it
+    /// first`). `None` where only time or a repair outside quorate helps.
+    pub fn remedy(&self) -> Option<&'static str> {
+        match self {
+            Ineligible::NotAMember | Ineligible::Witness => {
+                Some("only a management node can hold the group")
+            }
+            Ineligible::Outdated => Some(
+                "its data may be stale; check it, then clear-outdated, before it may take the group",
+            ),
+            Ineligible::Standby => Some("unstandby it first"),
+            Ineligible::TooManyFailures { .. } => Some("fix the cause, then reset its failures"),
+            Ineligible::Unreachable { .. }
+            | Ineligible::NotReady
+            | Ineligible::SilentOwner => None,
+        }
+    }
+
+    /// The whole refusal sentence for the member called `name`: the reason, then the remedy.
+    pub fn sentence(&self, name: &str) -> String {
+        match self.remedy() {
+            Some(remedy) => format!("{name} {self}; {remedy}"),
+            None => format!("{name} {self}"),
+        }
+    }
+}
+
 impl fmt::Display for Ineligible {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -234,7 +234,7 @@ impl AdminService {
 
 /// Why a switchover to `target` must be refused on the committed `state` alone, or `None`
 /// when only the target's reachability is left to check. Marks that exclude the target are
-/// worded by core's [`Ineligible`], as the leader words them when it declines a switchover.
+/// worded by core's [`Ineligible::sentence`]: the leader's reason, then what the operator can do.
 fn switchover_refusal(
     state: &ClusterState,
     members: &BTreeMap<NodeId, Member>,
@@ -246,7 +246,7 @@ fn switchover_refusal(
     let excluded = view.marks_exclude(target, timing);
     // A target that can never hold the group is named first, whatever else holds.
     if let Some(why @ (Ineligible::NotAMember | Ineligible::Witness)) = &excluded {
-        return Some(format!("{name} {why}"));
+        return Some(why.sentence(&name));
     }
     if view.paused {
         return Some("the cluster is paused; resume it first".into());
@@ -259,7 +259,7 @@ fn switchover_refusal(
     if owner.node == target && !view.owner_released() {
         return Some(format!("{name} already owns the group"));
     }
-    excluded.map(|why| format!("{name} {why}"))
+    excluded.map(|why| why.sentence(&name))
 }
 
 /// The metadata key a forwarding member uses to pass on who asked.
@@ -585,7 +585,7 @@ mod tests {
         });
         assert_eq!(
             refusal(&standby, 2),
-            Some(format!("node2 {}", Ineligible::Standby))
+            Some("node2 is on standby; unstandby it first".into())
         );
         let outdated = with_marks(NodeMarks {
             outdated: true,
@@ -593,7 +593,7 @@ mod tests {
         });
         assert_eq!(
             refusal(&outdated, 2),
-            Some(format!("node2 {}", Ineligible::Outdated))
+            Some(Ineligible::Outdated.sentence("node2"))
         );
         let failing = with_marks(NodeMarks {
             fail_count: 3,
@@ -601,17 +601,14 @@ mod tests {
         });
         assert_eq!(
             refusal(&failing, 2),
-            Some(format!(
-                "node2 {}",
-                Ineligible::TooManyFailures {
-                    fail_count: 3,
-                    threshold: 3
-                }
-            ))
+            Some(
+                "node2 has failed 3 times (threshold 3); fix the cause, then reset its failures"
+                    .into()
+            )
         );
         assert_eq!(
             refusal(&owned_by_node1(), 3),
-            Some(format!("witness {}", Ineligible::Witness))
+            Some(Ineligible::Witness.sentence("witness"))
         );
     }
 
@@ -626,7 +623,7 @@ mod tests {
         };
         assert_eq!(
             refusal(&paused, 3),
-            Some(format!("witness {}", Ineligible::Witness))
+            Some(Ineligible::Witness.sentence("witness"))
         );
         assert!(refusal(&paused, 2).unwrap().contains("paused"));
         assert!(refusal(&ClusterState::default(), 2)
