@@ -23,6 +23,7 @@
 pub mod agent;
 pub mod arbiter;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod consensus;
 pub mod core;

@@ -3,7 +3,8 @@
 //!
 //! `t0` is taken before the request is sent. On a grant the lease runs until
 //! `t0 + lease·(1−ρ)` on this process's clock, and the guard is armed with the same deadline
-//! on the host's monotonic clock. Nothing else extends the lease.
+//! in nanoseconds of the same kernel clock ([`crate::clock::LEASE_CLOCK`]). Nothing else
+//! extends the lease.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,15 +12,14 @@ use std::time::Duration;
 use openraft::ServerState;
 use tokio::sync::{watch, Mutex};
 
-use crate::arbiter::clock;
 use crate::arbiter::ownership::{Ownership, ReportError};
 use crate::arbiter::view::{cluster_view, core_role};
+use crate::clock;
 use crate::consensus::store::AppliedState;
 use crate::consensus::types::{Member, NodeId, Raft};
 use crate::core::node::renewal_due;
 use crate::core::time::{Millis, Timing};
 use crate::core::view;
-use crate::guard::clock::monotonic_now_ns;
 use crate::guard::GuardHandle;
 use crate::rpc::peer::{ClientOptions, Identity, PeerClient};
 
@@ -78,7 +78,7 @@ impl Renewer {
             let renew_epoch = due.map(|o| o.epoch).unwrap_or(0);
             let healthy = *self.healthy.borrow();
             let t0 = clock::now();
-            let t0_ns = monotonic_now_ns().ok();
+            let t0_ns = clock::lease_now_ns().ok();
             match self.report(&mut clients, renew_epoch, healthy).await {
                 Some(Ok(true)) if renew_epoch > 0 => {
                     let until = self.timing.owner_lease_until(t0);

@@ -241,7 +241,7 @@ impl Agent {
             },
             requested_by: format!("node {}", ctx.node),
             reason: "the agent is shutting down".into(),
-            at_unix_ms: crate::arbiter::ownership::unix_ms(),
+            at_unix_ms: crate::clock::wall_ms(),
         };
         match self.arbiter.proposer().propose(request).await {
             Ok(_) => tracing::info!(epoch = owner.epoch, "released the group"),

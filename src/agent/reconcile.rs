@@ -13,10 +13,9 @@ use tokio::sync::{watch, Mutex, Notify};
 use tokio::task::JoinHandle;
 
 use super::lease::Lease;
-use crate::arbiter::clock;
-use crate::arbiter::ownership::unix_ms;
 use crate::arbiter::propose::Proposer;
 use crate::arbiter::view::cluster_view;
+use crate::clock;
 use crate::consensus::state::{Command, Request};
 use crate::consensus::store::AppliedState;
 use crate::consensus::types::{Member, NodeId};
@@ -312,7 +311,7 @@ async fn propose(
         command,
         requested_by: format!("node {name} ({me})"),
         reason: reason.to_string(),
-        at_unix_ms: unix_ms(),
+        at_unix_ms: clock::wall_ms(),
     };
     match proposer.propose(request).await {
         Ok(response) => match response.refused {

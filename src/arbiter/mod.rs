@@ -8,7 +8,6 @@
 //! openraft 0.9 draws each node's election timeout only once per process).
 
 mod bootstrap;
-pub mod clock;
 pub mod horizon;
 pub mod ownership;
 pub mod propose;

@@ -21,9 +21,9 @@ use std::time::Duration;
 use openraft::ServerState;
 use tokio::sync::{watch, Notify};
 
-use super::clock;
 use super::horizon::Horizon;
 use super::view::cluster_view;
+use crate::clock;
 use crate::config::{Config, FenceHookConfig, OldLeaseBound};
 use crate::consensus::state::{Command, Request};
 use crate::consensus::store::AppliedState;
@@ -358,7 +358,7 @@ impl Ownership {
                 .map(|m| format!("leader {}", m.name))
                 .unwrap_or_else(|| "leader".into()),
             reason: reason.to_string(),
-            at_unix_ms: unix_ms(),
+            at_unix_ms: clock::wall_ms(),
         };
         let timeout = Duration::from_millis(self.timing.lease_ms);
         match tokio::time::timeout(timeout, self.raft.client_write(request)).await {
@@ -564,14 +564,6 @@ async fn run_fence_hook(hook: &FenceHookConfig, node: &str, epoch: u64) -> Resul
             String::from_utf8_lossy(&out.stderr).trim()
         )),
     }
-}
-
-/// Wall-clock milliseconds since the Unix epoch, for history records only.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -16,9 +16,9 @@ use tonic::{Request, Response, Status};
 
 use super::pb::{self, admin_client, admin_server};
 use super::peer::lazy_channel;
-use crate::arbiter::clock;
-use crate::arbiter::ownership::{unix_ms, Ownership};
+use crate::arbiter::ownership::Ownership;
 use crate::arbiter::propose::Proposer;
+use crate::clock::{self, wall_ms as unix_ms};
 use crate::consensus::state::{self, Command};
 use crate::consensus::store::AppliedState;
 use crate::consensus::types::{Member, NodeId, Raft, Role};
