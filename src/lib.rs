@@ -24,6 +24,7 @@ pub mod agent;
 pub mod arbiter;
 pub mod cli;
 pub mod clock;
+pub mod command;
 pub mod config;
 pub mod consensus;
 pub mod core;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use openraft::ServerState;
 use tokio::sync::{watch, Mutex};
+use tokio_util::sync::CancellationToken;
 
 use crate::arbiter::ownership::{Ownership, ReportError};
 use crate::arbiter::view::{cluster_view, core_role};
@@ -61,8 +62,8 @@ pub struct Renewer {
 }
 
 impl Renewer {
-    /// Reports and renews until the task is dropped.
-    pub async fn run(self) {
+    /// Reports and renews until `stop` is cancelled (then it ends after the report in hand).
+    pub async fn run(self, stop: CancellationToken) {
         let mut clients: std::collections::HashMap<NodeId, PeerClient> = Default::default();
         let mut applied = self.applied.clone();
         let mut last_refusal = String::new();
@@ -117,6 +118,7 @@ impl Renewer {
                 _ => {}
             }
             tokio::select! {
+                _ = stop.cancelled() => return,
                 changed = applied.changed() => if changed.is_err() { return },
                 _ = tokio::time::sleep(self.interval) => {}
             }

@@ -27,11 +27,11 @@
 //!
 //! [`drbd_status`]: crate::resources::drbd_status
 
+use crate::command::{CommandOutput, CommandRunner, RunError};
 use crate::resources::agent::{ActionContext, AgentError, Recovery, ResourceAgent, ResourceState};
 use crate::resources::drbd_status::{
     parse_status, DiskState, ResourceStatus, Role, StatusParseError,
 };
-use crate::resources::runner::{CommandOutput, CommandRunner, RunError};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::PermissionsExt;

@@ -14,12 +14,12 @@
 //! fail with [`Recovery::Fence`]. Fence is SIGKILL at once: when the lease ran out, the fastest way
 //! to stop accepting writes wins over a clean shutdown, and InnoDB recovers on the next start.
 
+use crate::command::CommandRunner;
 use crate::resources::agent::{ActionContext, AgentError, Recovery, ResourceAgent, ResourceState};
 use crate::resources::mysql_config::Launch;
 pub use crate::resources::mysql_config::MysqlConfig;
 use crate::resources::mysql_probe::{probe, Endpoint, ProbeError};
 use crate::resources::procs::{self, ProcessId};
-use crate::resources::runner::CommandRunner;
 use async_trait::async_trait;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
