@@ -3,11 +3,10 @@
 //!
 //! - **The lease clock** ([`LEASE_CLOCK`]) times everything safety rests on: the leader's
 //!   grants and the owner's lease as [`Millis`] ([`now`], [`now_ceiling`], [`until`]), and the
-//!   deadlines the agent hands its guard in nanoseconds ([`lease_now_ns`], [`guard_now_ns`]).
-//!   The agent and the guard are separate processes, so they cannot share a
-//!   `std::time::Instant`; they can share a kernel clock, which every process on one host reads
-//!   alike and which never jumps with wall-clock changes. Which kernel clock that is, is the one
-//!   line [`LEASE_CLOCK`].
+//!   deadlines the agent hands its guard in nanoseconds ([`lease_now_ns`]). The agent and the
+//!   guard are separate processes, so they cannot share a `std::time::Instant`; they can share
+//!   a kernel clock, which every process on one host reads alike and which never jumps with
+//!   wall-clock changes. Which kernel clock that is, is the one line [`LEASE_CLOCK`].
 //! - **The monotonic clock** ([`monotonic_ns`]) stamps the resource ledgers, so the histories
 //!   of every process on one machine line up.
 //! - **The boot-time clock** ([`boottime_ns`]) is the monotonic clock plus the time the host

@@ -227,42 +227,22 @@ impl Reconciler {
         let name = self.name.clone();
         let stop = lifetime.stop.clone();
         lifetime.spawn(async move {
-            let executor = Executor {
-                group: &group,
-                proposer: &proposer,
-                me,
-                name: &name,
-                stop: &stop,
-            };
-            execute(actions, executor, epoch_seen_at).await
+            execute(actions, &group, &proposer, me, &name, epoch_seen_at, &stop).await
         })
     }
 }
 
-/// What the executor acts on and with.
-struct Executor<'a> {
-    group: &'a ResourceGroup,
-    proposer: &'a Proposer,
-    me: NodeId,
-    name: &'a str,
-    /// The agent's stop token: no action starts after it is cancelled.
-    stop: &'a CancellationToken,
-}
-
-/// Carries out `actions` in order, stopping at the first that fails or when the agent stops
-/// (see the module's note on shutdown).
+/// Carries out `actions` in order, stopping at the first that fails or once `stop` (the
+/// agent's stop token) is cancelled: see the module's note on shutdown.
 async fn execute(
     actions: Vec<NodeAction>,
-    executor: Executor<'_>,
+    group: &ResourceGroup,
+    proposer: &Proposer,
+    me: NodeId,
+    name: &str,
     epoch_seen_at: crate::core::time::Millis,
+    stop: &CancellationToken,
 ) -> Outcome {
-    let Executor {
-        group,
-        proposer,
-        me,
-        name,
-        stop,
-    } = executor;
     let mut outcome = Outcome {
         epoch: 0,
         recoveries: 0,
