@@ -351,3 +351,66 @@ pub async fn run(
     tracing::info!("shutting down");
     agent.shutdown().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Sets its flag when dropped: tells whether a task's future is gone.
+    struct DropFlag(Arc<AtomicBool>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_clean_stop_waits_for_the_step_in_hand() {
+        let lifetime = Lifetime::new();
+        let (step_tx, step_rx) = tokio::sync::oneshot::channel::<()>();
+        let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();
+        let finished = Arc::new(AtomicBool::new(false));
+        let stop = lifetime.stop.clone();
+        let flag = finished.clone();
+        lifetime.spawn(async move {
+            // One step that waits for the test, then the loop's wait for the stop token.
+            let _ = began_tx.send(());
+            let _ = step_rx.await;
+            flag.store(true, Ordering::SeqCst);
+            stop.cancelled().await;
+        });
+        began_rx.await.expect("the task began its step");
+        let ending = tokio::spawn({
+            let lifetime = lifetime.clone();
+            async move { lifetime.end(&lifetime.stop).await }
+        });
+        // The stop is asked for while the step is in hand: shutdown must not end it.
+        tokio::task::yield_now().await;
+        assert!(!ending.is_finished());
+        step_tx.send(()).expect("the task waits for its step");
+        tokio::time::timeout(Duration::from_secs(5), ending)
+            .await
+            .expect("the shutdown ends once the step is done")
+            .expect("shutdown task");
+        assert!(finished.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_power_cut_drops_every_task_where_it_stands() {
+        let lifetime = Lifetime::new();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = DropFlag(dropped.clone());
+        lifetime.spawn(async move {
+            let _flag = flag;
+            // A step that never ends on its own.
+            std::future::pending::<()>().await;
+        });
+        tokio::time::timeout(Duration::from_secs(5), lifetime.end(&lifetime.cut))
+            .await
+            .expect("a power cut does not wait for any step");
+        assert!(dropped.load(Ordering::SeqCst));
+        assert!(lifetime.stop.is_cancelled(), "a cut also cancels the stop");
+    }
+}
