@@ -18,7 +18,8 @@
 //! Layout: [`config`] reads node configs; [`consensus`] holds openraft's types, the durable
 //! store and the network; [`rpc`] is the only module that names generated protobuf types;
 //! [`arbiter`] runs one Raft voter with its gRPC server; [`resources`] holds the resource
-//! agents; [`cli`] is `quoratectl`.
+//! agents; [`cli`] is `quoratectl`. [`clock`] holds every clock quorate reads and [`command`]
+//! runs every external command.
 
 pub mod agent;
 pub mod arbiter;
