@@ -34,6 +34,8 @@
 //! - [`cli`] is `quoratectl`.
 //! - [`daemon`] holds the start-up shared by `quorate-agent` and `quorate-witness`.
 //! - [`telemetry`] sets up logging for the binaries.
+//! - [`clock`] holds every clock quorate reads (the lease clock, monotonic, boot-time, wall).
+//! - [`command`] runs every external command, so tests can record and script them.
 //!
 //! # Dependency order
 //!
@@ -48,12 +50,15 @@
 //! [`rpc::admin::server::AdminHandler`]), using no more of the arbiter than its clock and its
 //! view of the committed state; the arbiter's wiring implements the traits and starts the
 //! servers, and the agent and the binaries (with [`daemon`]) sit on top. [`config`],
-//! [`status`] and [`telemetry`] are helpers used across the layers; [`resources`] and
+//! [`status`], [`telemetry`], [`clock`] and [`command`] are helpers used across the layers
+//! (never by [`core`], which reads no clock and runs nothing); [`resources`] and
 //! [`guard`] sit beside the arbiter and are used by the agent.
 
 pub mod agent;
 pub mod arbiter;
 pub mod cli;
+pub mod clock;
+pub mod command;
 pub mod config;
 pub mod consensus;
 pub mod core;

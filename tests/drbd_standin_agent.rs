@@ -6,10 +6,10 @@
 
 mod support;
 
+use quorate::command::{RecordingRunner, SystemRunner};
 use quorate::resources::agent::{ActionContext, Recovery, ResourceAgent, ResourceState};
 use quorate::resources::drbd::status::{ConnectionState, DiskState, DrbdRole};
 use quorate::resources::drbd::{DrbdAgent, DrbdConfig, ForcePrimary};
-use quorate::resources::runner::{RecordingRunner, SystemRunner};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::sync::Arc;

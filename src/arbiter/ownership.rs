@@ -13,6 +13,10 @@
 //! term ([`super::horizon`]); once a majority (itself included) answered, the latest answer
 //! bounds every lease granted before this term. With `lease.old_lease_bound = "election"` it
 //! does not ask, and only the election bounds them.
+//!
+//! The fencing hook runs through the node's [`CommandRunner`] like every other external
+//! command. The loop, the horizon questions and the hook run on the arbiter's task tracker and
+//! end after the step in hand when the arbiter stops (see [`Running`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,10 +24,13 @@ use std::time::Duration;
 
 use openraft::ServerState;
 use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::clock;
 use super::horizon::Horizon;
 use super::view::cluster_view;
+use crate::clock;
+use crate::command::{CommandRunner, RunError};
 use crate::config::{Config, FenceHookConfig, OldLeaseBound};
 use crate::consensus::state::{Command, Request};
 use crate::consensus::store::AppliedState;
@@ -71,11 +78,26 @@ pub struct Ownership {
     /// Whether to ask the members for their horizon (`lease.old_lease_bound = "horizon"`).
     ask_members: bool,
     clients: PeerClients,
+    running: Running,
+}
+
+/// What the ownership service runs with: the runner for the fencing hook, and the arbiter's
+/// stop signal and task tracker for the tasks it starts.
+#[derive(Clone)]
+pub struct Running {
+    /// Runs the fencing hook.
+    pub commands: Arc<dyn CommandRunner>,
+    /// Cancelled when the arbiter stops: the loop and the horizon questions end after the
+    /// step in hand, and no new fencing hook starts.
+    pub stop: CancellationToken,
+    /// Where the loop's own tasks (horizon questions, fencing hooks) are tracked.
+    pub tasks: TaskTracker,
 }
 
 impl Ownership {
     /// The ownership service for the node `config` describes. It notes its grants in
-    /// `horizon` and asks the members (as `identity`, with `client_options`) for theirs.
+    /// `horizon`, asks the members (as `identity`, with `client_options`) for theirs, and runs
+    /// its tasks and the fencing hook as `running` says.
     pub fn new(
         config: &Config,
         raft: Raft,
@@ -83,6 +105,7 @@ impl Ownership {
         horizon: Arc<Horizon>,
         identity: Arc<Identity>,
         client_options: ClientOptions,
+        running: Running,
     ) -> Arc<Ownership> {
         Arc::new(Ownership {
             raft,
@@ -98,6 +121,7 @@ impl Ownership {
             horizon,
             ask_members: config.lease.old_lease_bound == OldLeaseBound::Horizon,
             clients: PeerClients::new(identity, config.membership(), client_options),
+            running,
         })
     }
 
@@ -205,7 +229,7 @@ impl Ownership {
         }
     }
 
-    /// Runs the leader loop until the task is dropped.
+    /// Runs the leader loop until the arbiter stops (then it ends after the cycle in hand).
     pub async fn run(self: Arc<Self>) {
         let mut metrics = self.raft.metrics();
         let mut applied = self.applied.clone();
@@ -217,6 +241,7 @@ impl Ownership {
                 None => self.renew_interval,
             };
             tokio::select! {
+                _ = self.running.stop.cancelled() => return,
                 changed = metrics.changed() => if changed.is_err() { return },
                 changed = applied.changed() => if changed.is_err() { return },
                 _ = self.wake.notified() => {}
@@ -342,7 +367,7 @@ impl Ownership {
                 .map(|m| format!("leader {}", m.name))
                 .unwrap_or_else(|| "leader".into()),
             reason: reason.to_string(),
-            at_unix_ms: unix_ms(),
+            at_unix_ms: clock::wall_ms(),
         };
         let timeout = Duration::from_millis(self.timing.lease_ms);
         match tokio::time::timeout(timeout, self.raft.client_write(request)).await {
@@ -357,10 +382,10 @@ impl Ownership {
 
     /// Asks every member, until a majority (this node included) answered from `term` or
     /// later, when it last took part in a round of an earlier term. Stops when this node no
-    /// longer leads `term`.
+    /// longer leads `term` or the arbiter stops.
     fn ask_horizon(self: &Arc<Self>, term: u64) {
         let this = self.clone();
-        tokio::spawn(async move {
+        self.running.tasks.spawn(async move {
             this.note_horizon(term, this.node_id, this.horizon.before(term));
             let timeout = this.renew_interval.max(Duration::from_millis(100));
             loop {
@@ -406,7 +431,10 @@ impl Ownership {
                     }
                 });
                 futures::future::join_all(asks).await;
-                tokio::time::sleep(this.renew_interval).await;
+                tokio::select! {
+                    _ = this.running.stop.cancelled() => return,
+                    _ = tokio::time::sleep(this.renew_interval) => {}
+                }
             }
         });
     }
@@ -441,10 +469,15 @@ impl Ownership {
         self.clients.get(target).ok()
     }
 
+    /// Starts the fencing hook against `node`; once started it runs to its end (bounded by
+    /// its timeout) even when the arbiter stops, so a node is never left half-fenced.
     fn start_fence_hook(self: &Arc<Self>, node: NodeId, epoch: u64) {
         let Some(hook) = self.fence_hook.clone() else {
             return;
         };
+        if self.running.stop.is_cancelled() {
+            return;
+        }
         let target = view::Owner { node, epoch };
         if let Ok(mut book) = self.book.lock() {
             book.fence_hook = FenceHook::Running { target };
@@ -455,8 +488,8 @@ impl Ownership {
             .map(|m| m.name.clone())
             .unwrap_or_else(|| node.to_string());
         let this = self.clone();
-        tokio::spawn(async move {
-            let outcome = run_fence_hook(&hook, &name, epoch).await;
+        self.running.tasks.spawn(async move {
+            let outcome = run_fence_hook(this.running.commands.as_ref(), &hook, &name, epoch).await;
             if let Ok(mut book) = this.book.lock() {
                 if book.fence_hook == (FenceHook::Running { target }) {
                     book.fence_hook = match outcome {
@@ -517,8 +550,14 @@ impl LeaderBook {
     }
 }
 
-/// Runs the fencing hook against `node`; `Ok` only when it exited 0 in time.
-async fn run_fence_hook(hook: &FenceHookConfig, node: &str, epoch: u64) -> Result<(), String> {
+/// Runs the fencing hook against `node` with `commands`; `Ok` only when it exited 0 in time.
+/// A hook that misses its timeout is killed (see [`CommandRunner::run`]).
+async fn run_fence_hook(
+    commands: &dyn CommandRunner,
+    hook: &FenceHookConfig,
+    node: &str,
+    epoch: u64,
+) -> Result<(), String> {
     let args: Vec<String> = hook
         .command
         .iter()
@@ -531,36 +570,120 @@ async fn run_fence_hook(hook: &FenceHookConfig, node: &str, epoch: u64) -> Resul
         return Err("fence_hook.command is empty".into());
     };
     tracing::warn!(node, epoch, program, "running the fencing hook");
-    let child = tokio::process::Command::new(program)
-        .args(rest)
-        .kill_on_drop(true)
-        .output();
-    match tokio::time::timeout(Duration::from_millis(hook.timeout_ms), child).await {
-        Err(_) => Err(format!("timed out after {} ms", hook.timeout_ms)),
-        Ok(Err(e)) => Err(format!("cannot run {program}: {e}")),
-        Ok(Ok(out)) if out.status.success() => {
+    let timeout = Duration::from_millis(hook.timeout_ms);
+    match commands.run(program, rest, timeout).await {
+        Err(RunError::Timeout { .. }) => Err(format!("timed out after {} ms", hook.timeout_ms)),
+        // "cannot run {program}: {reason}"
+        Err(spawn @ RunError::Spawn { .. }) => Err(spawn.to_string()),
+        Ok(out) if out.success() => {
             tracing::warn!(node, epoch, "fencing hook confirmed the node is off");
             Ok(())
         }
-        Ok(Ok(out)) => Err(format!(
-            "exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
+        Ok(out) => {
+            let status = match out.code {
+                Some(code) => format!("exit status: {code}"),
+                None => "a signal".to_string(),
+            };
+            Err(format!("exited with {status}: {}", out.stderr.trim()))
+        }
     }
-}
-
-/// Wall-clock milliseconds since the Unix epoch, for history records only.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::{CommandOutput, RecordedCommand, RecordingRunner};
+
+    /// Answers every command with the same result, as a stand-in for the hook's program.
+    struct Answer(Result<CommandOutput, RunError>);
+
+    #[async_trait::async_trait]
+    impl CommandRunner for Answer {
+        async fn run(
+            &self,
+            _program: &str,
+            _args: &[String],
+            _timeout: Duration,
+        ) -> Result<CommandOutput, RunError> {
+            self.0.clone()
+        }
+    }
+
+    fn hook() -> FenceHookConfig {
+        FenceHookConfig {
+            command: vec![
+                "/usr/local/sbin/power-off".into(),
+                "{node}".into(),
+                "--epoch={epoch}".into(),
+            ],
+            timeout_ms: 250,
+        }
+    }
+
+    async fn fence_with(answer: Result<CommandOutput, RunError>) -> Result<(), String> {
+        run_fence_hook(&Answer(answer), &hook(), "node-b", 7).await
+    }
+
+    #[tokio::test]
+    async fn the_fence_hook_runs_through_the_command_runner() {
+        let off = CommandOutput {
+            code: Some(0),
+            ..CommandOutput::default()
+        };
+        let recorder = RecordingRunner::new(Arc::new(Answer(Ok(off))));
+        assert_eq!(
+            run_fence_hook(&recorder, &hook(), "node-b", 7).await,
+            Ok(())
+        );
+        assert_eq!(
+            recorder.commands(),
+            vec![RecordedCommand {
+                program: "/usr/local/sbin/power-off".into(),
+                args: vec!["node-b".into(), "--epoch=7".into()],
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fence_hook_that_fails_says_why() {
+        let refused = CommandOutput {
+            code: Some(3),
+            stderr: "no such node\n".into(),
+            ..CommandOutput::default()
+        };
+        assert_eq!(
+            fence_with(Ok(refused)).await,
+            Err("exited with exit status: 3: no such node".into())
+        );
+        let timeout = RunError::Timeout {
+            program: "/usr/local/sbin/power-off".into(),
+            timeout: Duration::from_millis(250),
+        };
+        assert_eq!(
+            fence_with(Err(timeout)).await,
+            Err("timed out after 250 ms".into())
+        );
+        let missing = RunError::Spawn {
+            program: "/usr/local/sbin/power-off".into(),
+            message: "No such file or directory (os error 2)".into(),
+        };
+        assert_eq!(
+            fence_with(Err(missing)).await,
+            Err(
+                "cannot run /usr/local/sbin/power-off: No such file or directory (os error 2)"
+                    .into()
+            )
+        );
+        let empty = FenceHookConfig {
+            command: Vec::new(),
+            timeout_ms: 250,
+        };
+        let never = Answer(Ok(CommandOutput::default()));
+        assert_eq!(
+            run_fence_hook(&never, &empty, "node-b", 7).await,
+            Err("fence_hook.command is empty".into())
+        );
+    }
 
     fn book(term: u64) -> LeaderBook {
         let mut book = LeaderBook::default();

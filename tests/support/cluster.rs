@@ -139,6 +139,7 @@ impl TestCluster {
         let config = Config::load(&self.config_path(id)).expect("load config");
         let run = RunOptions {
             faults: Some(self.faults.clone()),
+            ..RunOptions::default()
         };
         let member = if self.with_agents && id != 3 {
             let options = AgentOptions {

@@ -30,11 +30,11 @@
 
 pub mod status;
 
+use crate::command::{CommandOutput, CommandRunner, RunError};
 use crate::resources::agent::{ActionContext, AgentError, Recovery, ResourceAgent, ResourceState};
 use crate::resources::drbd::status::{
     parse_status, DiskState, DrbdRole, DrbdStatus, StatusParseError,
 };
-use crate::resources::runner::{CommandOutput, CommandRunner, RunError};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::PermissionsExt;

@@ -24,11 +24,11 @@ pub mod config;
 pub mod probe;
 mod systemd;
 
+use crate::command::CommandRunner;
 use crate::resources::agent::{ActionContext, AgentError, Recovery, ResourceAgent, ResourceState};
 use crate::resources::mysql::config::{Launch, MysqlConfig};
 use crate::resources::mysql::probe::{probe, Endpoint, ProbeError};
 use crate::resources::procs::ProcessId;
-use crate::resources::runner::CommandRunner;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! The systemd launcher of the MySQL agent: mysqld is a unit, and quorate drives it through
 //! `systemctl` (start, stop, kill, is-active), every call through the agent's
-//! [`CommandRunner`](crate::resources::runner::CommandRunner).
+//! [`CommandRunner`](crate::command::CommandRunner).
 //!
 //! Stop is `systemctl stop` (graceful) until the stop timeout; fence is `systemctl kill
 //! --signal=SIGKILL` and then `systemctl stop`, which also cancels any restart the unit would do

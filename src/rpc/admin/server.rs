@@ -20,9 +20,8 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::convert::{history_entry, resource_states, server_state_name};
-use crate::arbiter::clock;
-use crate::arbiter::ownership::unix_ms;
 use crate::arbiter::view::cluster_view;
+use crate::clock::{self, wall_ms};
 use crate::consensus::state::{self, ClusterState, Command};
 use crate::consensus::store::AppliedState;
 use crate::consensus::types::{Member, NodeId, Raft, Role};
@@ -217,7 +216,7 @@ impl AdminService {
             } else {
                 reason
             },
-            at_unix_ms: unix_ms(),
+            at_unix_ms: wall_ms(),
         };
         match self.context.handler.propose(request).await {
             Ok(response) => match response.refused {
