@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
-use super::view::{ClusterView, NodeId, NodeView, Owner, Role};
+use super::view::{node_label, ClusterView, Ineligible, NodeId, NodeView, Owner, Role};
 
 /// How many history records the state keeps; older ones are dropped.
 pub const HISTORY_LIMIT: usize = 200;
@@ -34,8 +34,11 @@ pub enum Command {
     /// Changes nothing; used to confirm leadership and commit a leader's first entry.
     Noop,
     /// The leader gives ownership to `node`. Applies only while the owner epoch is still
-    /// `expected` (compare-and-set), so a decision made on stale state changes nothing.
-    /// The new epoch is the log index of this entry.
+    /// `expected` (compare-and-set), so a decision made on stale state changes nothing,
+    /// and only while the committed state still lets `node` take the group (a management
+    /// member, not outdated, not on standby, the cluster not paused), so a mark committed
+    /// between the leader's decision and this entry wins. The new epoch is the log index of
+    /// this entry.
     GrantOwnership {
         /// The new owner.
         node: NodeId,
@@ -157,9 +160,15 @@ pub struct ClusterState {
 
 impl ClusterState {
     /// Applies one request committed at `index` and says what came of it. A refused request
-    /// changes nothing.
-    pub fn apply(&mut self, index: u64, request: &Request) -> Response {
-        match self.change(index, &request.command) {
+    /// changes nothing. `roles` is the Raft membership as applied before this entry (each
+    /// member's role); a grant to an id it does not name is refused.
+    pub fn apply(
+        &mut self,
+        index: u64,
+        request: &Request,
+        roles: &BTreeMap<NodeId, Role>,
+    ) -> Response {
+        match self.change(index, &request.command, roles) {
             Ok(Some(what)) => {
                 self.history.push_back(HistoryRecord {
                     index,
@@ -227,9 +236,51 @@ impl ClusterState {
         }
     }
 
+    /// Why the committed state forbids giving ownership to `node`, or `None` if it allows it.
+    ///
+    /// The leader decided the grant on the state it had applied then; marks committed
+    /// between that decision and the grant's own entry (an operator's standby or pause, a
+    /// fence-peer's outdated mark) are only seen here. Checking them again at apply time,
+    /// in log order, makes the later mark win on every member alike: a grant is refused
+    /// unless everything the leader's [`crate::core::leader::decide`] reads from the
+    /// committed state still allows it. While paused the leader grants nothing, so a paused
+    /// cluster refuses every grant. The migration threshold is not checked here: it is a
+    /// per-node setting, not part of the replicated state, and apply reads nothing else.
+    fn grant_refusal(&self, node: NodeId, roles: &BTreeMap<NodeId, Role>) -> Option<String> {
+        if self.paused {
+            return Some(
+                "the cluster is paused: no grant applies in maintenance mode; resume it first"
+                    .into(),
+            );
+        }
+        let why = match roles.get(&node) {
+            None => Ineligible::NotAMember,
+            Some(Role::Witness) => Ineligible::Witness,
+            Some(Role::Management) => {
+                let marks = self.marks(node);
+                if marks.outdated {
+                    Ineligible::Outdated
+                } else if marks.standby {
+                    Ineligible::Standby
+                } else {
+                    return None;
+                }
+            }
+        };
+        Some(format!(
+            "grant refused: {}",
+            why.sentence(&node_label(node))
+        ))
+    }
+
     /// Makes the change; `Ok(Some(what))` for a change worth a history line, `Ok(None)` for
     /// no change, `Err(why)` for a refusal.
-    fn change(&mut self, index: u64, command: &Command) -> Result<Option<String>, String> {
+    fn change(
+        &mut self,
+        index: u64,
+        command: &Command,
+        roles: &BTreeMap<NodeId, Role>,
+    ) -> Result<Option<String>, String> {
         match *command {
             Command::Noop => Ok(None),
             Command::GrantOwnership { node, expected } => {
@@ -238,6 +289,9 @@ impl ClusterState {
                     return Err(format!(
                         "ownership changed meanwhile: epoch is {current:?}, the grant expected {expected:?}"
                     ));
+                }
+                if let Some(why) = self.grant_refusal(node, roles) {
+                    return Err(why);
                 }
                 let previous = self.owner.map(|o| o.node);
                 self.owner = Some(Owner { node, epoch: index });
@@ -357,6 +411,15 @@ impl ClusterState {
 mod tests {
     use super::*;
 
+    /// The membership the tests run with: management nodes 1 and 2, the witness 3.
+    fn roles() -> BTreeMap<NodeId, Role> {
+        BTreeMap::from([
+            (1, Role::Management),
+            (2, Role::Management),
+            (3, Role::Witness),
+        ])
+    }
+
     fn req(command: Command) -> Request {
         Request {
             command,
@@ -375,6 +438,7 @@ mod tests {
                 node: 1,
                 expected: None,
             }),
+            &roles(),
         );
         s.history.clear();
         assert_eq!(
@@ -402,6 +466,7 @@ mod tests {
                 node: 1,
                 expected: None,
             }),
+            &roles(),
         );
         assert_eq!(r.refused, None);
         assert_eq!(s.owner, Some(Owner { node: 1, epoch: 5 }));
@@ -412,6 +477,7 @@ mod tests {
                 node: 2,
                 expected: None,
             }),
+            &roles(),
         );
         assert!(r.refused.unwrap().contains("ownership changed meanwhile"));
         assert_eq!(s.owner, Some(Owner { node: 1, epoch: 5 }));
@@ -421,11 +487,88 @@ mod tests {
                 node: 2,
                 expected: Some(5),
             }),
+            &roles(),
         );
         assert_eq!(r.refused, None);
         assert_eq!(s.owner, Some(Owner { node: 2, epoch: 9 }));
         assert_eq!(s.history.len(), 2);
         assert!(s.history[1].what.contains("from node 1 to node 2"));
+    }
+
+    #[test]
+    fn a_grant_is_refused_when_a_mark_committed_after_the_decision_forbids_it() {
+        let grant = |node, expected| {
+            req(Command::GrantOwnership {
+                node,
+                expected: Some(expected),
+            })
+        };
+        let mut s = ClusterState::default();
+        let cold = req(Command::GrantOwnership {
+            node: 1,
+            expected: None,
+        });
+        assert_eq!(s.apply(3, &cold, &roles()).refused, None);
+        // The leader decided to move the group to node 2; before the grant's entry, an
+        // operator's standby and then a fence-peer's outdated mark were committed.
+        for (index, mark, why) in [
+            (
+                10,
+                Command::SetStandby {
+                    node: 2,
+                    standby: true,
+                },
+                "node#2 is on standby",
+            ),
+            (
+                20,
+                Command::SetOutdated {
+                    node: 2,
+                    outdated: true,
+                },
+                "node#2 is outdated",
+            ),
+        ] {
+            s.apply(index, &req(mark), &roles());
+            let before = s.clone();
+            let r = s.apply(index + 1, &grant(2, 3), &roles());
+            let refused = r.refused.expect("the grant must be refused");
+            assert!(refused.contains(why), "{refused}");
+            assert_eq!(s, before, "a refused grant changes nothing");
+        }
+        s.apply(
+            30,
+            &req(Command::SetStandby {
+                node: 2,
+                standby: false,
+            }),
+            &roles(),
+        );
+        s.apply(
+            31,
+            &req(Command::SetOutdated {
+                node: 2,
+                outdated: false,
+            }),
+            &roles(),
+        );
+        // Paused between the decision and the grant: the leader grants nothing while paused.
+        s.apply(32, &req(Command::SetPaused { paused: true }), &roles());
+        let before = s.clone();
+        let r = s.apply(33, &grant(2, 3), &roles());
+        assert!(r.refused.expect("refused while paused").contains("paused"));
+        assert_eq!(s, before);
+        s.apply(34, &req(Command::SetPaused { paused: false }), &roles());
+        // Never to a witness or to an id outside the membership.
+        let r = s.apply(35, &grant(3, 3), &roles());
+        assert!(r.refused.expect("refused").contains("is a witness"));
+        let r = s.apply(36, &grant(9, 3), &roles());
+        assert!(r.refused.expect("refused").contains("is not a member"));
+        assert_eq!(s.owner, Some(Owner { node: 1, epoch: 3 }));
+        // With the marks cleared and the cluster resumed, the same grant applies.
+        let r = s.apply(37, &grant(2, 3), &roles());
+        assert_eq!(r.refused, None);
+        assert_eq!(s.owner, Some(Owner { node: 2, epoch: 37 }));
     }
 
     #[test]
@@ -437,29 +580,31 @@ mod tests {
                 node: 1,
                 expected: None,
             }),
+            &roles(),
         );
         assert!(s
-            .apply(4, &req(Command::Release { node: 2, epoch: 3 }))
+            .apply(4, &req(Command::Release { node: 2, epoch: 3 }), &roles())
             .refused
             .is_some());
         assert!(s
-            .apply(5, &req(Command::Release { node: 1, epoch: 2 }))
+            .apply(5, &req(Command::Release { node: 1, epoch: 2 }), &roles())
             .refused
             .is_some());
         assert!(!s.owner_released());
         assert!(s
-            .apply(6, &req(Command::Release { node: 1, epoch: 3 }))
+            .apply(6, &req(Command::Release { node: 1, epoch: 3 }), &roles())
             .refused
             .is_none());
         assert!(s.owner_released());
         // A new grant clears the released mark and any pending switchover.
-        s.apply(7, &req(Command::RequestSwitchover { to: 2 }));
+        s.apply(7, &req(Command::RequestSwitchover { to: 2 }), &roles());
         s.apply(
             8,
             &req(Command::GrantOwnership {
                 node: 2,
                 expected: Some(3),
             }),
+            &roles(),
         );
         assert!(!s.owner_released());
         assert_eq!(s.switchover_to, None);
@@ -474,6 +619,7 @@ mod tests {
                 node: 2,
                 standby: true,
             }),
+            &roles(),
         );
         s.apply(
             2,
@@ -481,22 +627,35 @@ mod tests {
                 node: 1,
                 outdated: true,
             }),
+            &roles(),
         );
-        s.apply(3, &req(Command::RecordFailure { node: 1, epoch: 1 }));
-        s.apply(4, &req(Command::SetPaused { paused: true }));
+        s.apply(
+            3,
+            &req(Command::RecordFailure { node: 1, epoch: 1 }),
+            &roles(),
+        );
+        s.apply(4, &req(Command::SetPaused { paused: true }), &roles());
         assert!(s.marks(2).standby);
         assert!(s.marks(1).outdated);
         assert_eq!(s.marks(1).fail_count, 1);
         assert!(s.paused);
         // Setting a mark to what it already is adds no history line.
         let before = s.history.len();
-        s.apply(5, &req(Command::SetPaused { paused: true }));
+        s.apply(5, &req(Command::SetPaused { paused: true }), &roles());
         assert_eq!(s.history.len(), before);
         // The same epoch counts once, however often it is proposed.
-        s.apply(6, &req(Command::RecordFailure { node: 1, epoch: 1 }));
+        s.apply(
+            6,
+            &req(Command::RecordFailure { node: 1, epoch: 1 }),
+            &roles(),
+        );
         assert_eq!(s.marks(1).fail_count, 1);
         for i in 0..(HISTORY_LIMIT as u64 + 10) {
-            s.apply(10 + i, &req(Command::RecordFailure { node: 2, epoch: i }));
+            s.apply(
+                10 + i,
+                &req(Command::RecordFailure { node: 2, epoch: i }),
+                &roles(),
+            );
         }
         assert_eq!(s.history.len(), HISTORY_LIMIT);
         assert_eq!(s.history.back().unwrap().at_unix_ms, 7);

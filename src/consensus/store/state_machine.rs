@@ -206,7 +206,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     index,
                     refused: None,
                 },
-                EntryPayload::Normal(request) => next.state.apply(index, &request),
+                EntryPayload::Normal(request) => {
+                    // The membership applied so far, in log order like the state: every
+                    // member re-checks a grant's target against the same roles.
+                    let roles = next
+                        .membership
+                        .membership()
+                        .nodes()
+                        .map(|(id, member)| (*id, member.role))
+                        .collect();
+                    next.state.apply(index, &request, &roles)
+                }
                 EntryPayload::Membership(membership) => {
                     next.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Response {

@@ -418,7 +418,12 @@ fn commit(view: &mut ClusterView, index: u64, command: Command) -> bool {
         reason: "scenario".into(),
         at_unix_ms: 0,
     };
-    let response = state.apply(index, &request);
+    let roles = view
+        .nodes
+        .iter()
+        .map(|(id, node)| (*id, node.role))
+        .collect();
+    let response = state.apply(index, &request, &roles);
     let members: Vec<(NodeId, String, Role)> = view
         .nodes
         .iter()
