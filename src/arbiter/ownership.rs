@@ -34,7 +34,7 @@ use crate::command::{CommandRunner, RunError};
 use crate::config::{Config, FenceHookConfig, OldLeaseBound};
 use crate::consensus::state::{Command, Request};
 use crate::consensus::store::AppliedState;
-use crate::consensus::types::{Member, NodeId, Raft};
+use crate::consensus::types::{LogId, Member, NodeId, Raft};
 use crate::core::leader::{self, LeaderAction, LeaderInput};
 use crate::core::time::{Millis, Timing};
 use crate::core::view::{self, FenceHook, PeerHealth};
@@ -288,6 +288,7 @@ impl Ownership {
             let owner_since = book.owner_seen.map(|(_, at)| at).unwrap_or(now);
             let input = LeaderInput {
                 view: &view,
+                own_entry_applied: applied_own_entry(metrics.current_term, state.last_applied),
                 timing: &self.timing,
                 now,
                 elected_at,
@@ -550,6 +551,15 @@ impl LeaderBook {
     }
 }
 
+/// Whether `last_applied` is an entry of `term` or later. For the leader of `term` this
+/// means its own blank first entry is applied, and with it every entry committed in an
+/// earlier term (entries apply in log order). Until then the applied state may lag behind
+/// the committed one, and the leader decides nothing about ownership. Renewals need no such
+/// check: `ensure_linearizable` already waits until that first entry is applied.
+fn applied_own_entry(term: u64, last_applied: Option<LogId>) -> bool {
+    last_applied.is_some_and(|applied| applied.leader_id.term >= term)
+}
+
 /// Runs the fencing hook against `node` with `commands`; `Ok` only when it exited 0 in time.
 /// A hook that misses its timeout is killed (see [`CommandRunner::run`]).
 async fn run_fence_hook(
@@ -683,6 +693,16 @@ mod tests {
             run_fence_hook(&never, &empty, "node-b", 7).await,
             Err("fence_hook.command is empty".into())
         );
+    }
+
+    #[test]
+    fn a_leader_counts_as_caught_up_only_once_an_entry_of_its_term_is_applied() {
+        let at = |term, index| Some(LogId::new(openraft::CommittedLeaderId::new(term, 1), index));
+        assert!(!applied_own_entry(4, None));
+        // Entries of earlier terms, however many: a later one may be committed unseen.
+        assert!(!applied_own_entry(4, at(3, 120)));
+        assert!(applied_own_entry(4, at(4, 121)));
+        assert!(applied_own_entry(4, at(5, 130)));
     }
 
     fn book(term: u64) -> LeaderBook {

@@ -4,6 +4,7 @@
 //! cycle (level-triggered: the same inputs give the same decision, and repeating an action
 //! is harmless because a grant names the owner it replaces). The guards, in order:
 //!
+//! 0. **Own first entry not yet applied**: nothing moves (see [`LeaderInput::own_entry_applied`]).
 //! 1. **Paused**: nothing moves.
 //! 2. **No owner (cold start)**: grant to the best eligible node at once.
 //! 3. **Owner released its epoch (planned handoff)**: grant at once, to the switchover
@@ -62,6 +63,13 @@ pub enum LeaderAction {
 pub struct LeaderInput<'a> {
     /// The committed state as this leader applied it.
     pub view: &'a ClusterView,
+    /// Whether this leader has applied an entry of its own term (the blank entry Raft
+    /// commits at every election). Until then its applied state may lag behind what earlier
+    /// leaders committed: a grant, a release or a mark may be committed and not yet applied
+    /// here, so a cold start or a handoff decided on it could hand the group to a second
+    /// node. Once its own entry is applied, every entry committed before this term is
+    /// applied too (entries apply in log order, and its own entry comes after all of them).
+    pub own_entry_applied: bool,
     /// Timing settings.
     pub timing: &'a Timing,
     /// The leader's current time.
@@ -86,6 +94,9 @@ pub struct LeaderInput<'a> {
 /// Decides whether and to whom ownership moves. Call only while this node leads.
 pub fn decide(input: &LeaderInput<'_>) -> Decision<LeaderAction> {
     let view = input.view;
+    if !input.own_entry_applied {
+        return Decision::new(Reason::LeaderCatchingUp, Vec::new());
+    }
     if view.paused {
         return Decision::new(
             Reason::LeaderPaused {

@@ -66,6 +66,9 @@ pub enum Vacancy {
 /// Why a decision is what it is. `Display` gives the sentence, [`Reason::code`] the code.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reason {
+    /// Leader: newly elected and its own first entry is not applied yet; its applied state
+    /// may be behind the committed one, so it decides nothing about ownership.
+    LeaderCatchingUp,
     /// Leader: maintenance mode, nothing moves.
     LeaderPaused {
         /// The current owner, if any.
@@ -298,6 +301,8 @@ pub enum Reason {
 /// A stable short name for each kind of [`Reason`], for tests, metrics and JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ReasonCode {
+    /// See [`Reason::LeaderCatchingUp`].
+    LeaderCatchingUp,
     /// See [`Reason::LeaderPaused`].
     LeaderPaused,
     /// See [`Reason::OwnerRenewing`].
@@ -368,6 +373,7 @@ impl Reason {
     /// The stable code of this reason.
     pub fn code(&self) -> ReasonCode {
         match self {
+            Reason::LeaderCatchingUp => ReasonCode::LeaderCatchingUp,
             Reason::LeaderPaused { .. } => ReasonCode::LeaderPaused,
             Reason::OwnerRenewing { .. } => ReasonCode::OwnerRenewing,
             Reason::SwitchoverPending { .. } => ReasonCode::SwitchoverPending,
@@ -440,6 +446,10 @@ impl fmt::Display for OwnerClause<'_> {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Reason::LeaderCatchingUp => f.write_str(
+                "newly elected; deciding nothing about ownership until this leader's first \
+                 entry is applied (its applied state may be behind the committed one)",
+            ),
             Reason::LeaderPaused { owner: Some(owner) } => write!(
                 f,
                 "cluster is paused; ownership stays with {owner} and nothing moves"

@@ -116,6 +116,7 @@ fn leader_never_grants_unsafely() {
         };
         let input = LeaderInput {
             view: &view,
+            own_entry_applied: true,
             timing: &t,
             now,
             elected_at,
@@ -125,6 +126,12 @@ fn leader_never_grants_unsafely() {
             peers: &peers,
             fence_hook: &hook,
         };
+        // Before its own first entry is applied, a leader decides nothing at all.
+        let catching_up = leader::decide(&LeaderInput {
+            own_entry_applied: false,
+            ..input
+        });
+        assert!(catching_up.actions.is_empty(), "case {case}: {view:?}");
         let d = leader::decide(&input);
         let context = format!("case {case}: {view:?} now {now:?} -> {}", d.reason);
         assert!(d.actions.len() <= 1, "{context}");

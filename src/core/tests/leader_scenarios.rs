@@ -75,6 +75,36 @@ fn paused_cluster_does_not_cold_start() {
     );
 }
 
+// ---- a new leader ------------------------------------------------------------------------
+
+#[test]
+fn a_new_leader_decides_nothing_until_its_own_first_entry_is_applied() {
+    // Its applied state shows no owner, but an earlier leader's grant may be committed and
+    // not yet applied here: a cold start now could give the group to a second node.
+    let d = leader(cluster()).own_entry_not_applied().decide();
+    assert!(d.actions.is_empty());
+    assert_eq!(d.code(), ReasonCode::LeaderCatchingUp);
+    assert_eq!(
+        d.reason.to_string(),
+        "newly elected; deciding nothing about ownership until this leader's first entry is \
+         applied (its applied state may be behind the committed one)"
+    );
+    // The same for a release it applied: a later grant may already have been committed.
+    let released = cluster().owned_by(N1, 5).released();
+    let d = leader(released.clone()).own_entry_not_applied().decide();
+    assert!(d.actions.is_empty());
+    assert_eq!(d.code(), ReasonCode::LeaderCatchingUp);
+    // And for a silent owner, however long ago it was heard.
+    let d = leader(cluster().owned_by(N1, 5))
+        .silent_for(N1, 60_000)
+        .own_entry_not_applied()
+        .decide();
+    assert!(d.actions.is_empty());
+    // Once its own entry is applied, the same states decide as they always did.
+    assert_eq!(leader(cluster()).decide().actions, vec![grant(N1, None)]);
+    assert_eq!(leader(released).decide().code(), ReasonCode::GrantHandoff);
+}
+
 // ---- owner renewing ---------------------------------------------------------------------
 
 #[test]

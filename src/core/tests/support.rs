@@ -136,6 +136,7 @@ pub struct LeaderScene {
     granted: BTreeMap<NodeId, Millis>,
     heard: BTreeMap<NodeId, Heard>,
     hook: FenceHook,
+    own_entry_applied: bool,
 }
 
 /// A leader looking at `view`.
@@ -150,10 +151,17 @@ pub fn leader(view: ClusterView) -> LeaderScene {
         granted: BTreeMap::new(),
         heard: BTreeMap::new(),
         hook: FenceHook::NotConfigured,
+        own_entry_applied: true,
     }
 }
 
 impl LeaderScene {
+    /// The leader was just elected and has not applied its own first entry yet.
+    pub fn own_entry_not_applied(mut self) -> Self {
+        self.own_entry_applied = false;
+        self
+    }
+
     /// The leader's clock reads `now`.
     pub fn at(mut self, now: u64) -> Self {
         self.now = now;
@@ -239,6 +247,7 @@ impl LeaderScene {
         let peers = self.peers();
         leader::decide(&LeaderInput {
             view: &self.view,
+            own_entry_applied: self.own_entry_applied,
             timing: &self.timing,
             now: Millis(self.now),
             elected_at: Millis(self.elected_at),
