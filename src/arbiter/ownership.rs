@@ -58,7 +58,7 @@ struct LeaderBook {
     /// The latest answer, once a majority answered.
     earlier_rounds: Option<Millis>,
     /// The epoch a grant is being committed to replace: its renewals are refused until the
-    /// write returns (see [`LeaderBook::claim_move`]).
+    /// grant's outcome is known (see [`LeaderBook::claim_move`] and [`Ownership::grant`]).
     moving: Option<u64>,
 }
 
@@ -341,7 +341,26 @@ impl Ownership {
         decision.wake_at
     }
 
-    async fn grant(&self, node: NodeId, claim: Claim, reason: &str) {
+    /// Claims the move, writes the grant, and keeps the claim until the grant's outcome is
+    /// known.
+    ///
+    /// Safety: while the claim holds, renewals of the replaced epoch are refused. Releasing
+    /// it while the grant's entry can still commit would let the old owner renew on the
+    /// pre-grant state and then hold a fresh lease while the new owner starts. So the claim
+    /// is released only when
+    /// - the entry was applied: its [`crate::consensus::state::Response`] came back, granted
+    ///   (the applied owner is no longer the replaced epoch, and `answer_renewal` refuses it)
+    ///   or refused (the owner stays, and may renew again);
+    /// - or the write failed: this node stopped leading, or its entry was truncated from the
+    ///   log (openraft answers `ForwardToLeader`). A later leader, this node included in a
+    ///   later term, renews only after `ensure_linearizable`, that is after applying its own
+    ///   first entry, which comes after this grant's entry if that ever commits;
+    /// - or the term of the claim is over (the book is reset), for the same reason.
+    ///
+    /// A write that is not answered within a lease is logged and followed in the background
+    /// until it ends (the claim kept meanwhile); no second grant is claimed in this term
+    /// until then.
+    async fn grant(self: &Arc<Self>, node: NodeId, claim: Claim, reason: &str) {
         let claimed = match self.book.lock() {
             Ok(mut book) => book.claim_move(&claim),
             Err(_) => Err("leader book poisoned".to_string()),
@@ -351,16 +370,39 @@ impl Ownership {
             return;
         }
         let expected = claim.replaces.map(|o| o.epoch);
-        self.write_grant(node, expected, reason).await;
-        if let (Some(old), Ok(mut book)) = (claim.replaces, self.book.lock()) {
-            if book.moving == Some(old.epoch) {
-                book.moving = None;
-            }
+        let request = self.grant_request(node, expected, reason);
+        let raft = self.raft.clone();
+        let write = async move { raft.client_write(request).await };
+        let patience = Duration::from_millis(self.timing.lease_ms);
+        let this = self.clone();
+        let settle = move |result| this.settle_grant(node, &claim, result);
+        if !await_or_follow(write, patience, &self.running, settle).await {
+            tracing::warn!(
+                node,
+                replaces = ?claim.replaces,
+                "grant not committed in time; renewals of the replaced epoch stay refused \
+                 until its outcome is known"
+            );
         }
     }
 
-    async fn write_grant(&self, node: NodeId, expected: Option<u64>, reason: &str) {
-        let request = Request {
+    /// Logs how the write of a grant ended and releases its claim (see [`Ownership::grant`]).
+    fn settle_grant(&self, node: NodeId, claim: &Claim, result: GrantWrite) {
+        match result {
+            Ok(response) => match response.data.refused {
+                None => tracing::info!(node, epoch = response.log_id.index, "ownership granted"),
+                Some(why) => tracing::warn!(node, why, "grant refused by the state machine"),
+            },
+            Err(e) => tracing::warn!(node, error = %e, "grant not committed"),
+        }
+        if let Ok(mut book) = self.book.lock() {
+            book.settle_move(claim);
+        }
+        self.wake.notify_one();
+    }
+
+    fn grant_request(&self, node: NodeId, expected: Option<u64>, reason: &str) -> Request {
+        Request {
             command: Command::GrantOwnership { node, expected },
             requested_by: self
                 .members
@@ -369,15 +411,6 @@ impl Ownership {
                 .unwrap_or_else(|| "leader".into()),
             reason: reason.to_string(),
             at_unix_ms: clock::wall_ms(),
-        };
-        let timeout = Duration::from_millis(self.timing.lease_ms);
-        match tokio::time::timeout(timeout, self.raft.client_write(request)).await {
-            Ok(Ok(response)) => match response.data.refused {
-                None => tracing::info!(node, epoch = response.log_id.index, "ownership granted"),
-                Some(why) => tracing::warn!(node, why, "grant refused by the state machine"),
-            },
-            Ok(Err(e)) => tracing::warn!(node, error = %e, "grant not committed"),
-            Err(_) => tracing::warn!(node, "grant not committed in time"),
         }
     }
 
@@ -517,11 +550,17 @@ struct Claim {
 
 impl LeaderBook {
     /// Claims the move `claim` describes, or says why not: this node no longer leads the
-    /// term of the decision, or the owner being replaced renewed since. While the claim holds
-    /// (until the write returns), renewals of the replaced epoch are refused.
+    /// term of the decision, an earlier grant's outcome is not known yet, or the owner being
+    /// replaced renewed since. While the claim holds (until [`LeaderBook::settle_move`]),
+    /// renewals of the replaced epoch are refused.
     fn claim_move(&mut self, claim: &Claim) -> Result<(), String> {
         if self.term.map(|(t, _)| t) != Some(claim.term) {
             return Err(format!("term {} is over", claim.term));
+        }
+        if let Some(epoch) = self.moving {
+            return Err(format!(
+                "the grant replacing epoch {epoch} has no known outcome yet"
+            ));
         }
         if let Some(old) = claim.replaces {
             if self.granted_until.get(&old.node).copied() > claim.grant_seen {
@@ -533,6 +572,19 @@ impl LeaderBook {
             self.moving = Some(old.epoch);
         }
         Ok(())
+    }
+
+    /// Releases the claim of `claim` once its grant's outcome is known; a claim of an
+    /// earlier term (its book already reset) or of another epoch is left alone.
+    fn settle_move(&mut self, claim: &Claim) {
+        if self.term.map(|(t, _)| t) != Some(claim.term) {
+            return;
+        }
+        if let Some(old) = claim.replaces {
+            if self.moving == Some(old.epoch) {
+                self.moving = None;
+            }
+        }
     }
 
     /// Starts a fresh book when `term` is new: nothing granted, nothing heard.
@@ -547,6 +599,47 @@ impl LeaderBook {
                 },
                 ..LeaderBook::default()
             };
+        }
+    }
+}
+
+/// How the write of a grant ended: the state machine's answer once applied, or why it failed.
+type GrantWrite = Result<
+    openraft::raft::ClientWriteResponse<crate::consensus::types::TypeConfig>,
+    openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, Member>>,
+>;
+
+/// Awaits `write` for up to `patience` and passes its result to `settled`. Returns `true`
+/// when it ended in time; otherwise leaves it running on `running`'s task tracker, where it
+/// is awaited to its end (its result then passed to `settled`) or until the arbiter stops.
+/// Dropping it instead would lose the only sign of its outcome while its entry can still
+/// commit.
+async fn await_or_follow<T, F, S>(
+    write: F,
+    patience: Duration,
+    running: &Running,
+    settled: S,
+) -> bool
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+    S: FnOnce(T) + Send + 'static,
+{
+    let mut write = Box::pin(write);
+    match tokio::time::timeout(patience, &mut write).await {
+        Ok(result) => {
+            settled(result);
+            true
+        }
+        Err(_) => {
+            let stop = running.stop.clone();
+            running.tasks.spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    result = write => settled(result),
+                }
+            });
+            false
         }
     }
 }
@@ -741,6 +834,62 @@ mod tests {
         };
         assert_eq!(b.claim_move(&fresh), Ok(()));
         assert_eq!(b.moving, Some(40));
+    }
+
+    fn running() -> Running {
+        Running {
+            commands: Arc::new(Answer(Ok(CommandOutput::default()))),
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_grant_not_answered_in_time_keeps_the_old_owner_refused_until_it_ends() {
+        let book = Arc::new(Mutex::new(book(7)));
+        let claim = Claim {
+            term: 7,
+            replaces: owner(40),
+            grant_seen: None,
+        };
+        book.lock().unwrap().claim_move(&claim).unwrap();
+        // The grant's write: its entry commits and applies only after the leader's patience.
+        let (commit, committed) = tokio::sync::oneshot::channel::<()>();
+        let write = async move { committed.await.is_ok() };
+        let settled = {
+            let book = book.clone();
+            move |_applied: bool| book.lock().unwrap().settle_move(&claim)
+        };
+        let running = running();
+        let in_time = await_or_follow(write, Duration::from_millis(20), &running, settled).await;
+        assert!(!in_time);
+        // The entry can still commit: epoch 40 may not renew, and no second move starts.
+        assert_eq!(book.lock().unwrap().moving, Some(40));
+        let again = book.lock().unwrap().claim_move(&claim).unwrap_err();
+        assert!(again.contains("no known outcome"), "{again}");
+        // The entry applied: the outcome is known and the claim is released.
+        commit.send(()).unwrap();
+        running.tasks.close();
+        running.tasks.wait().await;
+        assert_eq!(book.lock().unwrap().moving, None);
+    }
+
+    #[test]
+    fn a_grant_outcome_of_an_earlier_term_leaves_the_new_terms_claim_alone() {
+        let mut b = book(7);
+        let old = Claim {
+            term: 7,
+            replaces: owner(40),
+            grant_seen: None,
+        };
+        b.claim_move(&old).unwrap();
+        b.enter_term(8, Millis(2_000), false);
+        let new = Claim { term: 8, ..old };
+        b.claim_move(&new).unwrap();
+        b.settle_move(&old);
+        assert_eq!(b.moving, Some(40));
+        b.settle_move(&new);
+        assert_eq!(b.moving, None);
     }
 
     #[test]
