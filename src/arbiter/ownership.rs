@@ -6,6 +6,10 @@
 //! cycle it hands those to [`crate::core::leader::decide`] and carries out the decision:
 //! commit a `GrantOwnership` (compare-and-set on the epoch), or run the fencing hook.
 //!
+//! A new leader decides nothing until it has applied an entry of its own term (before that,
+//! its applied state may lag behind the committed one). A grant's claim on the epoch it
+//! replaces is kept until the grant's outcome is known (see `Ownership::grant`).
+//!
 //! A renewal is granted only after `ensure_linearizable` (a quorum round that starts after
 //! the request arrived) and only if the committed owner is the asker under that epoch.
 //!
@@ -173,8 +177,9 @@ impl Ownership {
         }
         // Decide and record under the book's lock, reading the applied state there too: a
         // grant that replaces this owner claims the book before it writes and releases it
-        // only once the new owner is applied, so a renewal either lands before the claim
-        // (and the grant backs off) or sees the claim or the new owner (and is refused).
+        // only once the grant's outcome is known (see `Ownership::grant`), so a renewal
+        // either lands before the claim (and the grant backs off) or sees the claim or the
+        // new owner (and is refused).
         let now = clock::now_ceiling();
         let mut book = self
             .book
