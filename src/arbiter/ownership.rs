@@ -359,7 +359,8 @@ impl Ownership {
     /// - or the write failed: this node stopped leading, or its entry was truncated from the
     ///   log (openraft answers `ForwardToLeader`). A later leader, this node included in a
     ///   later term, renews only after `ensure_linearizable`, that is after applying its own
-    ///   first entry, which comes after this grant's entry if that ever commits;
+    ///   first entry, which comes after this grant's entry if that ever commits; and while
+    ///   its metrics still show it leading the lost term, `ensure_linearizable` fails there;
     /// - or the term of the claim is over (the book is reset), for the same reason.
     ///
     /// A write that is not answered within a lease is logged and followed in the background
