@@ -1,6 +1,7 @@
 //! Closing and reopening the store keeps everything openraft relies on: vote, commit index,
 //! log (with its purge and truncation), applied state, membership and snapshot; and the
-//! applied state is published on the watch channel after applies and snapshot installs.
+//! applied state is published on the watch channel after applies and snapshot installs. Also:
+//! applying a grant checks its target against the membership applied before it.
 
 mod support;
 use support::store as common;
@@ -238,4 +239,34 @@ fn a_new_store_is_created_with_missing_parent_directories() {
     assert_eq!(sm.applied().last_applied, None);
     assert!(dir.join(quorate::consensus::store::MARKER_FILE).is_file());
     assert!(dir.join("db").is_file());
+}
+
+#[test]
+fn the_state_machine_checks_a_grant_against_the_membership_it_applied() {
+    use quorate::consensus::state::Command;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = runtime();
+    rt.block_on(async {
+        let (_log, mut sm) = common::open(&tmp.path().join("raft")).expect("open");
+        let grant = |index, node| openraft::Entry {
+            log_id: log_id(2, index),
+            payload: EntryPayload::Normal(quorate::consensus::state::Request {
+                command: Command::GrantOwnership {
+                    node,
+                    expected: None,
+                },
+                ..common::request(index)
+            }),
+        };
+        let responses = sm
+            .apply(vec![membership_entry(2, 1), grant(2, 3), grant(3, 1)])
+            .await
+            .expect("apply");
+        // The membership applied at index 1 names node 3 a witness: its grant is refused.
+        let refused = responses[1].refused.clone().expect("a witness is refused");
+        assert!(refused.contains("node#3 is a witness"), "{refused}");
+        assert_eq!(responses[2].refused, None);
+        let owner = sm.applied().state.owner.expect("owner");
+        assert_eq!((owner.node, owner.epoch), (1, 3));
+    });
 }
