@@ -1,8 +1,9 @@
 //! The replicated state machine's content: who owns the resource group, under which epoch,
 //! and the per-node marks (standby, outdated, fail count) that decide who may take it over.
 //!
-//! `ClusterState::apply` is deterministic: it reads nothing but the state and the request,
-//! so every member that applies the same log reaches the same state. It lives in the core,
+//! `ClusterState::apply` is deterministic: it reads nothing but the state, the request and
+//! the members' roles from the membership applied before it (itself part of the log), so
+//! every member that applies the same log reaches the same state. It lives in the core,
 //! beside the decisions that read it, so the core's scenario tests run the real transition;
 //! `consensus` stores these requests in the Raft log and the state in its snapshots.
 
