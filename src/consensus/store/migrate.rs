@@ -66,13 +66,18 @@ pub(super) fn migrate(
                 ),
             });
         }
-        let content = read_sled(dir, identity, has_marker)?;
-        if let Some(content) = content {
+        let content = read_sled(dir, identity, has_marker);
+        // sled lets go of its files on its own threads after the handle is dropped, and may
+        // write a last snapshot file meanwhile: wait for that before anything moves.
+        wait_for_sled_to_close(dir)?;
+        if let Some(content) = content? {
             write_redb(dir, &content)?;
             created = true;
         }
     }
-    move_aside(dir, sled_names)?;
+    // Listed again: sled may have added or removed `snap.*` files while it was open.
+    let sled_names = list_sled_names(dir).unwrap_or_else(|_| sled_names.to_vec());
+    move_aside(dir, &sled_names)?;
     tracing::warn!(
         dir = %dir.display(),
         aside = %dir.join(SLED_ASIDE).display(),
@@ -102,6 +107,48 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
             }
         }
     }
+}
+
+/// Waits until no sled instance holds the lock on `dir/db`, that is until every sled thread
+/// has let go of the store, for at most [`LOCK_WAIT`].
+fn wait_for_sled_to_close(dir: &Path) -> Result<(), StoreError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("db");
+    let file = match fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(StoreError::Unreadable { path, source }),
+    };
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock on a descriptor this function owns; it takes no pointers.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            // Closing `file` releases the lock.
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(StoreError::Io {
+                dir: dir.to_path_buf(),
+                action: "waiting for sled to close the store it migrated".into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// The names of sled's files in `dir` now.
+fn list_sled_names(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        if let Some(name) = entry?.file_name().to_str() {
+            if super::open::is_sled_name(name) {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// Reads and checks the sled store: `None` when sled holds no store at all (an older quorate

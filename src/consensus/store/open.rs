@@ -42,7 +42,7 @@ struct DirState {
 }
 
 /// The names sled 0.34 creates in its directory.
-fn is_sled_name(name: &str) -> bool {
+pub(super) fn is_sled_name(name: &str) -> bool {
     matches!(name, "db" | "conf" | "blobs") || name.starts_with("snap.")
 }
 
