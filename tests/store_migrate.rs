@@ -224,3 +224,20 @@ fn a_sled_store_with_an_undecodable_entry_is_refused_after_the_copy() {
     let again = common::open(&dir).err().expect("still refused");
     assert!(matches!(again, StoreError::Corrupt { .. }), "{again:?}");
 }
+
+#[test]
+fn sled_files_beside_a_lost_redb_database_are_not_migrated() {
+    // The marker says the store is redb; its database is gone and some sled files are there
+    // (restored from an old backup, say). Migrating them would bring back an older state.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("raft");
+    drop(common::open(&dir).expect("create a redb store"));
+    fs::remove_file(dir.join(store::DB_FILE)).expect("lose the database");
+    write_sled_store(&dir, 1, false);
+    let err = common::open(&dir).err().expect("must be refused");
+    assert!(
+        matches!(&err, StoreError::Corrupt { key, .. } if key == store::DB_FILE),
+        "{err:?}"
+    );
+    assert!(dir.join("db").exists() && !dir.join(store::SLED_ASIDE).exists());
+}

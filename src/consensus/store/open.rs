@@ -64,7 +64,15 @@ pub fn open(
         check_identity(dir, &marker.identity, identity)?;
     }
 
-    if !dir_state.sled_names.is_empty() {
+    // sled's files beside a marker of the current format, with no database, are not this
+    // store: its database is lost, and migrating sled would bring back an older state.
+    let migrating = !dir_state.sled_names.is_empty()
+        && (dir_state.has_db
+            || dir_state
+                .marker
+                .as_ref()
+                .is_none_or(|m| m.format_version < FORMAT_VERSION));
+    if migrating {
         dir_state.has_db = migrate::migrate(
             dir,
             identity,
@@ -141,9 +149,15 @@ pub fn open(
 }
 
 /// How long [`open_db`] waits for the database file's lock. A store closed a moment ago in
-/// this process can still be held by a task that is ending (openraft drops its log readers
-/// asynchronously); a store that another live process holds is still refused, after the wait.
+/// this process can still be held for a moment by a task that is ending (a blocking write in
+/// flight, a log reader of a replication task); a store that another live process holds is
+/// still refused, after the wait.
 pub(super) const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// redb's page cache. The store holds a bounded log (snapshots purge it) and one small
+/// snapshot, a few megabytes at most, so redb's default of 1 GiB would only be a ceiling; this
+/// one keeps a daemon's memory predictable and still holds the whole store.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Opens (or creates) `store.redb` in `dir`, verifying every page's checksum, and waiting up
 /// to [`LOCK_WAIT`] for the file lock.
@@ -155,6 +169,7 @@ fn open_db(dir: &Path) -> Result<redb::Database, StoreError> {
         // every checksum at each open is cheap, and a damaged file is refused instead of used.
         match redb::Builder::new()
             .set_check_integrity_on_open(true)
+            .set_cache_size(CACHE_BYTES)
             .create(&path)
         {
             Ok(db) => return Ok(db),
