@@ -26,10 +26,10 @@ use crate::consensus::types::{LogId, NodeId};
 
 /// The marker file's content.
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) struct Marker {
-    pub(super) format_version: u32,
+struct Marker {
+    format_version: u32,
     #[serde(flatten)]
-    pub(super) identity: StoreIdentity,
+    identity: StoreIdentity,
 }
 
 /// What [`inspect_dir`] found in the data directory.
@@ -293,6 +293,7 @@ fn inspect_dir(dir: &Path) -> Result<DirState, StoreError> {
     })
 }
 
+/// The refusal of a directory that holds something other than a quorate store.
 pub(super) fn not_a_store(dir: &Path, why: String) -> StoreError {
     StoreError::NotAStore {
         dir: dir.to_path_buf(),
@@ -424,6 +425,7 @@ fn write_marker(shared: &Shared, identity: &StoreIdentity) -> Result<(), StoreEr
     sync_dir(&shared.dir).map_err(io_err("syncing the directory after writing the marker"))
 }
 
+/// Refuses a format newer than this quorate's, and format 0, which no quorate wrote.
 pub(super) fn check_format(dir: &Path, found: u32) -> Result<(), StoreError> {
     if found > FORMAT_VERSION {
         return Err(StoreError::FutureFormat {
@@ -442,6 +444,7 @@ pub(super) fn check_format(dir: &Path, found: u32) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Refuses a store whose recorded identity is not this node's.
 pub(super) fn check_identity(
     dir: &Path,
     stored: &StoreIdentity,
