@@ -6,7 +6,8 @@
 //! first time it finds sled's files, and keeps them:
 //!
 //! 1. sled's database is opened and checked as before (only quorate's trees, the format and the
-//!    identity match); nothing is written to it;
+//!    identity match); quorate writes nothing to it (sled itself may add a `snap.*` file of its
+//!    own page table while it is open);
 //! 2. every key and value of the `meta`, `log` and `machine` trees is copied, byte for byte,
 //!    into a new redb file `store.redb.migrating`, with the format version set to 2, in one
 //!    commit with `Durability::Immediate`;
