@@ -1,4 +1,4 @@
-//! Failover time on the testbed (TESTBED.md), phase by phase: for an owner power-off and for
+//! Failover time on the testbed (docs/TESTBED.md), phase by phase: for an owner power-off and for
 //! a planned switchover, N runs each on a fresh testbed (real quorate binaries, DRBD stand-in,
 //! ext4, MariaDB, the VIP, a client writing through the VIP), every phase measured from the
 //! fault on one monotonic clock: new leader, DRBD Primary, mounted, MySQL ready, VIP up, first
@@ -342,7 +342,11 @@ impl StdoutToStderr {
         let _ = std::io::stdout().flush();
         // SAFETY: dup/dup2 on the process's own standard descriptors.
         let saved = unsafe { libc::dup(1) };
-        if saved < 0 || unsafe { libc::dup2(2, 1) } < 0 {
+        if saved < 0 {
+            return None;
+        }
+        // SAFETY: both descriptors are the process's own standard output and error.
+        if unsafe { libc::dup2(2, 1) } < 0 {
             return None;
         }
         Some(StdoutToStderr { saved })

@@ -306,7 +306,7 @@ fn owner_kill(bins: &Path, runs: usize) -> anyhow::Result<Value> {
     for run in 0..runs {
         let (owner, led) = cluster.settled()?;
         let successor = 3 - owner;
-        let t0 = ledger::monotonic_ns();
+        let t0 = quorate::clock::monotonic_ns();
         let start = Instant::now();
         cluster.kill(owner);
         poll("the other node's Dummy", Duration::from_millis(5), || {
@@ -374,7 +374,7 @@ async fn switchover(runs: usize, spacing: Duration) -> anyhow::Result<Value> {
             3 => witness.raft(),
             id => agents[(id - 1) as usize].arbiter().raft(),
         };
-        let t0 = ledger::monotonic_ns();
+        let t0 = quorate::clock::monotonic_ns();
         let start = Instant::now();
         let command = RaftCommand::RequestSwitchover { to: target };
         let (requested_by, reason) = ("bench".to_string(), "bench".to_string());

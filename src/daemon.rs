@@ -117,8 +117,8 @@ pub async fn run_guard(path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let runner: std::sync::Arc<dyn crate::resources::runner::CommandRunner> =
-        std::sync::Arc::new(crate::resources::runner::SystemRunner);
+    let runner: std::sync::Arc<dyn crate::command::CommandRunner> =
+        std::sync::Arc::new(crate::command::SystemRunner);
     // Front of the group first: clients lose the VIP before MySQL is killed.
     let fence: Vec<_> = config
         .group

@@ -15,14 +15,50 @@
 //! - **witness**: the third arbiter, with a vote and a full Raft log and nothing else.
 //! - **fence**: make a node stop holding the group for sure, by itself or from outside.
 //!
-//! Layout: [`config`] reads node configs; [`consensus`] holds openraft's types, the durable
-//! store and the network; [`rpc`] is the only module that names generated protobuf types;
-//! [`arbiter`] runs one Raft voter with its gRPC server; [`resources`] holds the resource
-//! agents; [`cli`] is `quoratectl`.
+//! # Modules
+//!
+//! - [`core`] is the pure decision layer (what a node and the leader should do, and why); it
+//!   depends on nothing else in quorate.
+//! - [`config`] reads and checks the per-node TOML config.
+//! - [`consensus`] holds openraft's types, the replicated state machine, the durable store, and
+//!   the Raft network over the peer client.
+//! - [`rpc`] holds the peer and admin gRPC services, the only module that names generated
+//!   protobuf types. Each service has a client half and a server half.
+//! - [`arbiter`] runs one Raft voter: the leader's ownership service, the lease horizon,
+//!   proposals through the leader, bootstrap, and the wiring that serves both services.
+//! - [`resources`] holds the resource agents (DRBD, filesystem, MySQL, VIP) and their
+//!   ordered group.
+//! - [`guard`] is the lease guard process that fences the owner when its lease runs out.
+//! - [`agent`] runs a management node: an arbiter plus the resource side.
+//! - [`status`] holds the status types the admin service fills in and the CLI shows.
+//! - [`cli`] is `quoratectl`.
+//! - [`daemon`] holds the start-up shared by `quorate-agent` and `quorate-witness`.
+//! - [`telemetry`] sets up logging for the binaries.
+//! - [`clock`] holds every clock quorate reads (the lease clock, monotonic, boot-time, wall).
+//! - [`command`] runs every external command, so tests can record and script them.
+//!
+//! # Dependency order
+//!
+//! File by file, dependencies run one way (`a -> b`: `b` may use `a`, never the reverse):
+//!
+//! core -> consensus -> rpc client -> arbiter -> rpc server -> daemon
+//!
+//! The rpc clients ([`rpc::peer::client`], [`rpc::admin::client`]) use only `consensus`,
+//! `core` and the helpers, so the Raft network and the arbiter can call peers. The rpc
+//! servers ([`rpc::peer::server`], [`rpc::admin::server`]) reach the arbiter's services only
+//! through traits they define ([`rpc::peer::server::PeerHandler`],
+//! [`rpc::admin::server::AdminHandler`]), using no more of the arbiter than its clock and its
+//! view of the committed state; the arbiter's wiring implements the traits and starts the
+//! servers, and the agent and the binaries (with [`daemon`]) sit on top. [`config`],
+//! [`status`], [`telemetry`], [`clock`] and [`command`] are helpers used across the layers
+//! (never by [`core`], which reads no clock and runs nothing); [`resources`] and
+//! [`guard`] sit beside the arbiter and are used by the agent.
 
 pub mod agent;
 pub mod arbiter;
 pub mod cli;
+pub mod clock;
+pub mod command;
 pub mod config;
 pub mod consensus;
 pub mod core;

@@ -278,7 +278,7 @@ async fn followers_report_how_long_ago_they_took_part_in_an_earlier_term() {
     let follower = [1u64, 2, 3].into_iter().find(|id| *id != leader).unwrap();
     let term = cluster.term(follower);
     let asker = cluster.node(leader).arbiter();
-    let mut client = quorate::rpc::peer::PeerClient::new(
+    let mut client = quorate::rpc::peer::client::PeerClient::new(
         asker.identity().clone(),
         follower,
         &format!("127.0.0.1:{}", cluster.ports[(follower - 1) as usize]),

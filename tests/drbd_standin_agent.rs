@@ -6,10 +6,10 @@
 
 mod support;
 
+use quorate::command::{RecordingRunner, SystemRunner};
 use quorate::resources::agent::{ActionContext, Recovery, ResourceAgent, ResourceState};
+use quorate::resources::drbd::status::{ConnectionState, DiskState, DrbdRole};
 use quorate::resources::drbd::{DrbdAgent, DrbdConfig, ForcePrimary};
-use quorate::resources::drbd_status::{ConnectionState, DiskState, Role};
-use quorate::resources::runner::{RecordingRunner, SystemRunner};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::sync::Arc;
@@ -92,12 +92,12 @@ async fn promote_parse_and_demote_against_the_standin() {
     );
 
     let status = a.status(None).await.expect("status");
-    assert_eq!(status.role, Role::Primary);
+    assert_eq!(status.role, DrbdRole::Primary);
     assert_eq!(status.local_disk(), DiskState::UpToDate);
     assert_eq!(status.peers.len(), 1);
     assert_eq!(status.peers[0].name, "b");
     assert_eq!(status.peers[0].connection, ConnectionState::Connected);
-    assert_eq!(status.peers[0].role, Role::Secondary);
+    assert_eq!(status.peers[0].role, DrbdRole::Secondary);
     assert_eq!(status.peers[0].disk(), DiskState::UpToDate);
 
     // The device link points at a loop device that holds the ext4 image.
@@ -123,7 +123,7 @@ async fn promote_parse_and_demote_against_the_standin() {
     // moving the group away would not help while a still holds it.
     let (b, b_recorder) = agent(&site, "b");
     let b_status = b.status(None).await.unwrap();
-    assert_eq!(b_status.peers[0].role, Role::Primary);
+    assert_eq!(b_status.peers[0].role, DrbdRole::Primary);
     let err = b.start(&ctx("b", 6)).await.unwrap_err();
     assert_eq!(err.recovery, Recovery::Retry);
     assert!(err.message.contains("a is Primary"), "{err}");
@@ -171,7 +171,7 @@ async fn disconnected_dual_primary_is_allowed_and_logged() {
     site.ok("b", &["disconnect", "r0"]);
     let b_view = b.status(None).await.unwrap();
     assert_eq!(b_view.peers[0].connection, ConnectionState::StandAlone);
-    assert_eq!(b_view.peers[0].role, Role::Unknown);
+    assert_eq!(b_view.peers[0].role, DrbdRole::Unknown);
     assert_eq!(b_view.peers[0].disk(), DiskState::DUnknown);
 
     b.start(&ctx("b", 2))

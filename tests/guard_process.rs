@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{getpgid, Pid};
-use quorate::guard::clock::monotonic_now_ns;
+use quorate::clock::lease_now_ns;
 use quorate::guard::{run_guard, GuardHandle, GuardSettings};
 use quorate::resources::agent::{ActionContext, AgentError, ResourceAgent, ResourceState};
 use std::io::{BufRead, Write};
@@ -61,7 +61,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn now_ns() -> u64 {
-    monotonic_now_ns().expect("monotonic clock")
+    lease_now_ns().expect("lease clock")
 }
 
 // ---------------------------------------------------------------- the guard role

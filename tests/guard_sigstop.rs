@@ -181,7 +181,7 @@ fn dummy_group(name: &str) -> String {
 }
 
 fn monotonic_ns() -> u64 {
-    ledger::monotonic_ns()
+    quorate::clock::monotonic_ns()
 }
 
 fn other(id: u64) -> u64 {

@@ -4,7 +4,7 @@
 //! held the group at once, and says where the group must end: on exactly one node, or on none
 //! where no node may hold it.
 //!
-//! The fault table cuts Raft messages only (see `quorate::consensus::network::Faults`); lease
+//! The fault table cuts Raft messages only (see `quorate::rpc::peer::client::Faults`); lease
 //! reports and forwarded proposals travel over their own peer clients and are never cut. The
 //! one-way partition scenarios therefore exercise one-way Raft partitions, not one-way loss of
 //! every message.
@@ -151,7 +151,7 @@ async fn an_isolated_owner_that_leads_fences_and_the_other_node_takes_over() {
 }
 
 /// (a') The same with `lease.old_lease_bound = "election"`: the new leader counts the old
-/// lease from its own election, as PROTOCOL.md's rule 4 says to the letter.
+/// lease from its own election, as docs/PROTOCOL.md's rule 4 says to the letter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_election_bound_the_new_leader_counts_from_its_election() {
     isolated_leading_owner(

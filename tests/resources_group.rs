@@ -74,7 +74,7 @@ fn ctx(epoch: u64) -> ActionContext {
     }
 }
 
-fn states(found: &[quorate::resources::group::ResourceStatus]) -> Vec<ResourceState> {
+fn states(found: &[quorate::resources::group::GroupResourceStatus]) -> Vec<ResourceState> {
     found.iter().map(|s| s.state.clone()).collect()
 }
 

@@ -492,9 +492,14 @@ fn refuses_an_unreadable_directory() {
         return;
     }
 
-    // Running as root, which reads anything: check from a child running as `nobody`.
-    let exe = std::env::current_exe().expect("current exe");
-    let spawned = Command::new(exe)
+    // Running as root, which reads anything: check from a child running as `nobody`. The
+    // child runs a copy of this test binary placed in the world-readable temporary directory:
+    // the checkout (and so `target/`) may lie inside a directory only root can enter, such as
+    // one made by `mktemp -d`, where `nobody` could not execute the original.
+    let exe = tmp.path().join("store_refuse_child");
+    fs::copy(std::env::current_exe().expect("current exe"), &exe).expect("copy the test binary");
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).expect("chmod the copy");
+    let spawned = Command::new(&exe)
         .args([
             "--exact",
             "child_opens_unreadable_store",

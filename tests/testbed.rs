@@ -1,4 +1,4 @@
-//! Failure scenarios on the multi-host testbed (TESTBED.md): real quorate binaries, a DRBD
+//! Failure scenarios on the multi-host testbed (docs/TESTBED.md): real quorate binaries, a DRBD
 //! stand-in, ext4 on a loop device, MariaDB and the VIP, in network namespaces joined by a
 //! bridge on 198.18.0.0/24. Every scenario runs every checker (see `support/testbed/checks.rs`).
 //!

@@ -1,4 +1,4 @@
-//! A seeded random soak on the failover testbed (TESTBED.md): one testbed, a fault every
+//! A seeded random soak on the failover testbed (docs/TESTBED.md): one testbed, a fault every
 //! 10-20 s against whoever owns the group at that moment (owner power-off then power-on,
 //! owner isolation then heal, Raft-port cut then heal, agent SIGSTOP past the lease then
 //! SIGCONT, mysqld kill, planned switchover, witness loss then return), each one waited out to

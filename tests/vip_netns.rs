@@ -8,7 +8,7 @@
 mod support;
 
 use quorate::resources::agent::{ActionContext, ResourceAgent, ResourceState};
-use quorate::resources::netlink::{self, format_mac};
+use quorate::resources::vip::netlink::{self, format_mac};
 use quorate::resources::vip::{VipAgent, VipConfig};
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, UdpSocket};

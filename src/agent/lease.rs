@@ -3,25 +3,27 @@
 //!
 //! `t0` is taken before the request is sent. On a grant the lease runs until
 //! `t0 + lease·(1−ρ)` on this process's clock, and the guard is armed with the same deadline
-//! on the host's monotonic clock. Nothing else extends the lease.
+//! in nanoseconds of the same kernel clock ([`crate::clock::LEASE_CLOCK`]). Nothing else
+//! extends the lease.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ServerState;
 use tokio::sync::{watch, Mutex};
+use tokio_util::sync::CancellationToken;
 
-use crate::arbiter::clock;
-use crate::arbiter::ownership::{Ownership, ReportError};
-use crate::arbiter::view::{cluster_view, core_role};
+use crate::arbiter::ownership::Ownership;
+use crate::arbiter::view::cluster_view;
+use crate::clock;
 use crate::consensus::store::AppliedState;
 use crate::consensus::types::{Member, NodeId, Raft};
 use crate::core::node::renewal_due;
 use crate::core::time::{Millis, Timing};
 use crate::core::view;
-use crate::guard::clock::monotonic_now_ns;
 use crate::guard::GuardHandle;
-use crate::rpc::peer::{ClientOptions, Identity, PeerClient};
+use crate::rpc::peer::client::{ClientOptions, PeerClient};
+use crate::rpc::peer::{Identity, ReportError};
 
 /// A lease this node holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,8 +63,8 @@ pub struct Renewer {
 }
 
 impl Renewer {
-    /// Reports and renews until the task is dropped.
-    pub async fn run(self) {
+    /// Reports and renews until `stop` is cancelled (then it ends after the report in hand).
+    pub async fn run(self, stop: CancellationToken) {
         let mut clients: std::collections::HashMap<NodeId, PeerClient> = Default::default();
         let mut applied = self.applied.clone();
         let mut last_refusal = String::new();
@@ -72,13 +74,13 @@ impl Renewer {
             let role = self
                 .members
                 .get(&self.me)
-                .map(|m| core_role(m.role))
+                .map(|m| m.role)
                 .unwrap_or(view::Role::Management);
-            let due = renewal_due(view::NodeId(self.me), role, &view);
+            let due = renewal_due(self.me, role, &view);
             let renew_epoch = due.map(|o| o.epoch).unwrap_or(0);
             let healthy = *self.healthy.borrow();
             let t0 = clock::now();
-            let t0_ns = monotonic_now_ns().ok();
+            let t0_ns = clock::lease_now_ns().ok();
             match self.report(&mut clients, renew_epoch, healthy).await {
                 Some(Ok(true)) if renew_epoch > 0 => {
                     let until = self.timing.owner_lease_until(t0);
@@ -117,6 +119,7 @@ impl Renewer {
                 _ => {}
             }
             tokio::select! {
+                _ = stop.cancelled() => return,
                 changed = applied.changed() => if changed.is_err() { return },
                 _ = tokio::time::sleep(self.interval) => {}
             }

@@ -6,6 +6,12 @@
 //! guard child process that fences by itself when the agent stops renewing. On a clean
 //! shutdown an owner stops its group in order and commits `Released`, so the other node can
 //! take over at once instead of waiting out the lease.
+//!
+//! Shutdown is structured ([`Lifetime`]): every task, the reconciler's action executor
+//! included, is spawned on one task tracker. A clean shutdown cancels the stop token and waits
+//! until each task has ended the step in hand; only then does the owner hand the group over,
+//! so no action of the loop runs beside the hand-over. A power cut ([`Agent::abandon`])
+//! cancels the cut token instead, which drops every task where it stands.
 
 pub mod drbd_handler;
 pub mod lease;
@@ -19,6 +25,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex, Notify};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::arbiter::view::cluster_view;
 use crate::arbiter::{Arbiter, ArbiterError, RunOptions};
@@ -29,7 +37,6 @@ use crate::core::view::{self, ResourceState, ResourceStatus};
 use crate::guard::GuardHandle;
 use crate::resources::agent::ActionContext;
 use crate::resources::group::ResourceGroup;
-use crate::resources::runner::SystemRunner;
 use lease::Renewer;
 use reconcile::{core_status, Reconciler};
 
@@ -57,12 +64,59 @@ pub struct AgentOptions {
     pub guard_command: Option<(PathBuf, Vec<String>)>,
 }
 
+/// How the agent's tasks learn that it stops, and where they are tracked.
+#[derive(Clone, Debug)]
+pub struct Lifetime {
+    /// Cancelled by a clean shutdown: each task ends after the step in hand.
+    pub stop: CancellationToken,
+    /// Cancelled by a power cut: each task is dropped where it stands. Cancelling it cancels
+    /// `stop` too.
+    pub cut: CancellationToken,
+    /// Every task of the agent, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+impl Lifetime {
+    /// A fresh lifetime: nothing cancelled, no task.
+    pub fn new() -> Lifetime {
+        let cut = CancellationToken::new();
+        Lifetime {
+            stop: cut.child_token(),
+            cut,
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Spawns `task` on the tracker; a power cut drops it where it stands (`None`).
+    pub fn spawn<F>(&self, task: F) -> JoinHandle<Option<F::Output>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks
+            .spawn(self.cut.clone().run_until_cancelled_owned(task))
+    }
+
+    /// Cancels `token` (the stop or the cut token) and waits until every task has ended.
+    async fn end(&self, token: &CancellationToken) {
+        token.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+impl Default for Lifetime {
+    fn default() -> Self {
+        Lifetime::new()
+    }
+}
+
 /// A running agent.
 pub struct Agent {
     arbiter: Arbiter,
     group: Arc<ResourceGroup>,
     guard: Option<Arc<Mutex<GuardHandle>>>,
-    tasks: Vec<JoinHandle<()>>,
+    lifetime: Lifetime,
     config: Config,
     /// Whether this node could run the group; fixed at start-up from the agents' checks.
     _healthy: watch::Sender<bool>,
@@ -75,11 +129,12 @@ impl Agent {
         listener: TcpListener,
         options: AgentOptions,
     ) -> Result<Agent, AgentError> {
+        let commands = options.run.command_runner();
         let agents: Vec<_> = config
             .group
             .resources
             .iter()
-            .map(|r| r.build(Arc::new(SystemRunner)))
+            .map(|r| r.build(commands.clone()))
             .collect();
         std::fs::create_dir_all(&config.group.state_dir).map_err(|e| {
             AgentError::Group(format!(
@@ -150,21 +205,21 @@ impl Agent {
             notes: arbiter.notes().clone(),
             guard: guard.clone(),
         };
-        let tasks = vec![
-            tokio::spawn(renewer.run()),
-            tokio::spawn(monitor(
-                group.clone(),
-                monitored_tx,
-                monitor_now,
-                Duration::from_millis(config.group.monitor_interval_ms),
-            )),
-            tokio::spawn(reconciler.run()),
-        ];
+        let lifetime = Lifetime::new();
+        lifetime.spawn(renewer.run(lifetime.stop.clone()));
+        lifetime.spawn(monitor(
+            group.clone(),
+            monitored_tx,
+            monitor_now,
+            Duration::from_millis(config.group.monitor_interval_ms),
+            lifetime.stop.clone(),
+        ));
+        lifetime.spawn(reconciler.run(lifetime.clone()));
         Ok(Agent {
             arbiter,
             group,
             guard,
-            tasks,
+            lifetime,
             config: config.clone(),
             _healthy: healthy_tx,
         })
@@ -180,12 +235,11 @@ impl Agent {
         self.arbiter.node_id()
     }
 
-    /// Stops the agent. An owner first stops its group in order and commits `Released`
-    /// (bounded by a timeout), so the other node takes over without waiting for the lease.
+    /// Stops the agent. Its tasks end the step in hand (see [`reconcile`] for the action
+    /// executor); then an owner stops its group in order and commits `Released` (bounded by
+    /// a timeout), so the other node takes over without waiting for the lease.
     pub async fn shutdown(self) -> Result<(), AgentError> {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.lifetime.end(&self.lifetime.stop).await;
         self.hand_over().await;
         if let Some(guard) = self.guard {
             if let Ok(guard) = Arc::try_unwrap(guard) {
@@ -200,9 +254,8 @@ impl Agent {
     /// where they stand (recorded as a fence at the last epoch acted on), and the arbiter
     /// stops without releasing anything.
     pub async fn abandon(self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        // Dropping every task where it stands is the point: a power cut lets no step finish.
+        self.lifetime.end(&self.lifetime.cut).await;
         let ctx = ActionContext {
             epoch: self.group.last_epoch(),
             node: self.config.me().map(|m| m.name.clone()).unwrap_or_default(),
@@ -214,11 +267,9 @@ impl Agent {
     async fn hand_over(&self) {
         let state = self.arbiter.applied().borrow().clone();
         let view = cluster_view(&state.state, &self.config.membership());
-        let Some(owner) = crate::core::node::renewal_due(
-            view::NodeId(self.config.node_id),
-            view::Role::Management,
-            &view,
-        ) else {
+        let Some(owner) =
+            crate::core::node::renewal_due(self.config.node_id, view::Role::Management, &view)
+        else {
             return;
         };
         let ctx = ActionContext {
@@ -241,7 +292,7 @@ impl Agent {
             },
             requested_by: format!("node {}", ctx.node),
             reason: "the agent is shutting down".into(),
-            at_unix_ms: crate::arbiter::ownership::unix_ms(),
+            at_unix_ms: crate::clock::wall_ms(),
         };
         match self.arbiter.proposer().propose(request).await {
             Ok(_) => tracing::info!(epoch = owner.epoch, "released the group"),
@@ -255,12 +306,14 @@ impl Agent {
     }
 }
 
-/// Monitors every resource every `interval`, or at once when asked.
+/// Monitors every resource every `interval`, or at once when asked, until `stop` is
+/// cancelled (then it ends after the look in hand).
 async fn monitor(
     group: Arc<ResourceGroup>,
     out: watch::Sender<Vec<ResourceStatus>>,
     now: Arc<Notify>,
     interval: Duration,
+    stop: CancellationToken,
 ) {
     let mut asked = false;
     loop {
@@ -277,6 +330,7 @@ async fn monitor(
             });
         }
         asked = tokio::select! {
+            _ = stop.cancelled() => return,
             _ = now.notified() => true,
             _ = tokio::time::sleep(interval) => false,
         };
@@ -294,4 +348,67 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down");
     agent.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Sets its flag when dropped: tells whether a task's future is gone.
+    struct DropFlag(Arc<AtomicBool>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_clean_stop_waits_for_the_step_in_hand() {
+        let lifetime = Lifetime::new();
+        let (step_tx, step_rx) = tokio::sync::oneshot::channel::<()>();
+        let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();
+        let finished = Arc::new(AtomicBool::new(false));
+        let stop = lifetime.stop.clone();
+        let flag = finished.clone();
+        lifetime.spawn(async move {
+            // One step that waits for the test, then the loop's wait for the stop token.
+            let _ = began_tx.send(());
+            let _ = step_rx.await;
+            flag.store(true, Ordering::SeqCst);
+            stop.cancelled().await;
+        });
+        began_rx.await.expect("the task began its step");
+        let ending = tokio::spawn({
+            let lifetime = lifetime.clone();
+            async move { lifetime.end(&lifetime.stop).await }
+        });
+        // The stop is asked for while the step is in hand: shutdown must not end it.
+        tokio::task::yield_now().await;
+        assert!(!ending.is_finished());
+        step_tx.send(()).expect("the task waits for its step");
+        tokio::time::timeout(Duration::from_secs(5), ending)
+            .await
+            .expect("the shutdown ends once the step is done")
+            .expect("shutdown task");
+        assert!(finished.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_power_cut_drops_every_task_where_it_stands() {
+        let lifetime = Lifetime::new();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = DropFlag(dropped.clone());
+        lifetime.spawn(async move {
+            let _flag = flag;
+            // A step that never ends on its own.
+            std::future::pending::<()>().await;
+        });
+        tokio::time::timeout(Duration::from_secs(5), lifetime.end(&lifetime.cut))
+            .await
+            .expect("a power cut does not wait for any step");
+        assert!(dropped.load(Ordering::SeqCst));
+        assert!(lifetime.stop.is_cancelled(), "a cut also cancels the stop");
+    }
 }

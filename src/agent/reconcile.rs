@@ -5,18 +5,25 @@
 //! executor task, so a slow start or stop never blocks the loop; only a fence may pre-empt a
 //! running action. The loop wakes on every input change and at the decision's `wake_at`, so
 //! a lease that runs out is acted on at once.
+//!
+//! On a clean shutdown (the agent's stop token) the loop ends at its next wait and the
+//! executor, which runs on the agent's task tracker, starts no further action. The action in
+//! hand finishes (a stop, a fence or a commit is bounded by its timeouts), except a start or a
+//! restart: those can wait on a hanging resource for long, and the hand-over stops the group
+//! in order right after, so they are dropped as a fence pre-empts them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Mutex, Notify};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::lease::Lease;
-use crate::arbiter::clock;
-use crate::arbiter::ownership::unix_ms;
+use super::Lifetime;
 use crate::arbiter::propose::Proposer;
 use crate::arbiter::view::cluster_view;
+use crate::clock;
 use crate::consensus::state::{Command, Request};
 use crate::consensus::store::AppliedState;
 use crate::consensus::types::{Member, NodeId};
@@ -25,7 +32,7 @@ use crate::core::time::Timing;
 use crate::core::view::{self, ResourceState, ResourceStatus};
 use crate::guard::GuardHandle;
 use crate::resources::agent::{self, ActionContext};
-use crate::resources::group::ResourceGroup;
+use crate::resources::group::{GroupResourceStatus, ResourceGroup};
 use crate::status::{AgentNote, NodeNotes};
 
 /// Everything the loop reads and drives.
@@ -65,12 +72,12 @@ struct Outcome {
 }
 
 impl Reconciler {
-    /// Runs until the task is dropped.
-    pub async fn run(self) {
+    /// Runs until the agent stops; actions run as tasks of `lifetime`.
+    pub async fn run(self, lifetime: Lifetime) {
         let mut applied = self.applied.clone();
         let mut lease = self.lease.clone();
         let mut monitored = self.monitored.clone();
-        let mut running: Option<(JoinHandle<Outcome>, bool)> = None;
+        let mut running: Option<(JoinHandle<Option<Outcome>>, bool)> = None;
         let mut restarts: (u64, u32) = (0, 0);
         let mut last_reason = String::new();
         let mut disarmed: Option<u64> = None;
@@ -93,7 +100,7 @@ impl Reconciler {
             let resources = self.monitored.borrow().clone();
             let now = clock::now();
             let input = NodeInput {
-                me: view::NodeId(self.me),
+                me: self.me,
                 role: view::Role::Management,
                 now,
                 view: &view,
@@ -127,7 +134,7 @@ impl Reconciler {
                 lease_until: current_lease.map(|l| l.until.0),
                 resources: resources
                     .iter()
-                    .map(|r| (r.name.clone(), state_text(&r.state)))
+                    .map(|r| (r.name.clone(), r.state.to_string()))
                     .collect(),
             });
             if !decision.actions.is_empty() {
@@ -136,11 +143,20 @@ impl Reconciler {
                     .iter()
                     .all(|a| matches!(a, NodeAction::Fence { .. }));
                 match &running {
-                    None => running = Some((self.spawn(decision.actions, epoch_seen.1), fencing)),
+                    None => {
+                        running = Some((
+                            self.spawn(&lifetime, decision.actions, epoch_seen.1),
+                            fencing,
+                        ))
+                    }
                     Some((task, false)) if fencing => {
+                        // Aborting is the intended, fence-fast behaviour: a fence must not
+                        // wait for a start or stop that may hang, and the fence itself makes
+                        // whatever the aborted action left behind safe.
                         tracing::warn!("fencing pre-empts the running action");
                         task.abort();
-                        running = Some((self.spawn(decision.actions, epoch_seen.1), true));
+                        running =
+                            Some((self.spawn(&lifetime, decision.actions, epoch_seen.1), true));
                     }
                     Some(_) => {}
                 }
@@ -153,12 +169,13 @@ impl Reconciler {
                 .map(|at| clock::until(at).min(Duration::from_secs(1)))
                 .unwrap_or(Duration::from_secs(1));
             tokio::select! {
+                _ = lifetime.stop.cancelled() => return,
                 changed = applied.changed() => if changed.is_err() { return },
                 changed = lease.changed() => if changed.is_err() { return },
                 changed = monitored.changed() => if changed.is_err() { return },
                 done = async { running.as_mut().map(|(t, _)| t).unwrap().await }, if running.is_some() => {
                     running = None;
-                    if let Ok(outcome) = done {
+                    if let Ok(Some(outcome)) = done {
                         if outcome.epoch == restarts.0 {
                             restarts.1 += outcome.recoveries;
                         }
@@ -183,8 +200,7 @@ impl Reconciler {
     ) {
         let Some(guard) = &self.guard else { return };
         let Some(lease) = lease else { return };
-        let owner_here =
-            node::renewal_due(view::NodeId(self.me), view::Role::Management, view).is_some();
+        let owner_here = node::renewal_due(self.me, view::Role::Management, view).is_some();
         let all_stopped = resources
             .iter()
             .all(|r| matches!(r.state, ResourceState::Stopped));
@@ -197,22 +213,26 @@ impl Reconciler {
         }
     }
 
+    /// Runs `actions` as a task of `lifetime`, beside the loop.
     fn spawn(
         &self,
+        lifetime: &Lifetime,
         actions: Vec<NodeAction>,
         epoch_seen_at: crate::core::time::Millis,
-    ) -> JoinHandle<Outcome> {
+    ) -> JoinHandle<Option<Outcome>> {
         let group = self.group.clone();
         let proposer = self.proposer.clone();
         let me = self.me;
         let name = self.name.clone();
-        tokio::spawn(
-            async move { execute(actions, &group, &proposer, me, &name, epoch_seen_at).await },
-        )
+        let stop = lifetime.stop.clone();
+        lifetime.spawn(async move {
+            execute(actions, &group, &proposer, me, &name, epoch_seen_at, &stop).await
+        })
     }
 }
 
-/// Carries out `actions` in order, stopping at the first that fails.
+/// Carries out `actions` in order, stopping at the first that fails or once `stop` (the
+/// agent's stop token) is cancelled: see the module's note on shutdown.
 async fn execute(
     actions: Vec<NodeAction>,
     group: &ResourceGroup,
@@ -220,12 +240,17 @@ async fn execute(
     me: NodeId,
     name: &str,
     epoch_seen_at: crate::core::time::Millis,
+    stop: &CancellationToken,
 ) -> Outcome {
     let mut outcome = Outcome {
         epoch: 0,
         recoveries: 0,
     };
     for action in actions {
+        if stop.is_cancelled() {
+            tracing::info!(action = ?action, "shutting down: not starting the next action");
+            break;
+        }
         let epoch = action_epoch(&action);
         outcome.epoch = epoch;
         let ctx = ActionContext {
@@ -233,8 +258,9 @@ async fn execute(
             node: name.to_string(),
         };
         let result: Result<(), String> = match &action {
-            NodeAction::StartGroup { .. } => match group.start(&ctx).await {
-                Ok(phases) => {
+            NodeAction::StartGroup { .. } => match unless_stopping(stop, group.start(&ctx)).await {
+                None => break,
+                Some(Ok(phases)) => {
                     let since_grant_ms = clock::now().since(epoch_seen_at);
                     let phases = phases
                         .into_iter()
@@ -251,7 +277,7 @@ async fn execute(
                     }
                     Ok(())
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     // A passing problem (a peer that still holds DRBD Primary) is retried
                     // here without using up a recovery: moving the group would not help.
                     if e.recovery() != Some(agent::Recovery::Retry) {
@@ -264,10 +290,10 @@ async fn execute(
             NodeAction::Fence { .. } => group.fence(&ctx).await.map_err(|e| e.to_string()),
             NodeAction::RestartResource { name: resource, .. } => {
                 outcome.recoveries += 1;
-                group
-                    .restart_from(resource, &ctx)
-                    .await
-                    .map_err(|e| e.to_string())
+                match unless_stopping(stop, group.restart_from(resource, &ctx)).await {
+                    None => break,
+                    Some(restarted) => restarted.map_err(|e| e.to_string()),
+                }
             }
             NodeAction::CommitReleased { .. } => {
                 propose(
@@ -301,6 +327,21 @@ async fn execute(
     outcome
 }
 
+/// Runs a start or a restart unless the agent stops first (`None`: dropped for the
+/// shutdown's hand-over, which stops the group in order next).
+async fn unless_stopping<T>(
+    stop: &CancellationToken,
+    step: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let done = stop.run_until_cancelled(step).await;
+    if done.is_none() {
+        tracing::info!(
+            "shutting down: the start in hand is dropped; the hand-over stops the group"
+        );
+    }
+    done
+}
+
 async fn propose(
     proposer: &Proposer,
     me: NodeId,
@@ -312,7 +353,7 @@ async fn propose(
         command,
         requested_by: format!("node {name} ({me})"),
         reason: reason.to_string(),
-        at_unix_ms: unix_ms(),
+        at_unix_ms: clock::wall_ms(),
     };
     match proposer.propose(request).await {
         Ok(response) => match response.refused {
@@ -334,23 +375,10 @@ fn action_epoch(action: &NodeAction) -> u64 {
     }
 }
 
-fn state_text(state: &ResourceState) -> String {
-    match state {
-        ResourceState::Running => "running".into(),
-        ResourceState::Stopped => "stopped".into(),
-        ResourceState::Failed(why) => format!("failed: {why}"),
-        ResourceState::Unknown => "unknown".into(),
-    }
-}
-
 /// The core's picture of one monitor result.
-pub fn core_status(status: &crate::resources::group::ResourceStatus) -> ResourceStatus {
+pub fn core_status(status: &GroupResourceStatus) -> ResourceStatus {
     ResourceStatus {
         name: status.resource.clone(),
-        state: match &status.state {
-            agent::ResourceState::Running => ResourceState::Running,
-            agent::ResourceState::Stopped => ResourceState::Stopped,
-            agent::ResourceState::Failed(why) => ResourceState::Failed(why.clone()),
-        },
+        state: status.state.clone(),
     }
 }

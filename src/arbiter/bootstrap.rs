@@ -14,12 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, RaftTiming};
 use crate::consensus::is_pristine;
 use crate::consensus::types::{NodeId, Raft, Role};
-use crate::rpc::pb;
-use crate::rpc::peer::{AppendGate, ClientOptions, Identity, PeerClient};
+use crate::rpc::peer::client::{ClientOptions, PeerClient, ProbeAnswer};
+use crate::rpc::peer::{AppendGate, Identity};
 use crate::status::NodeNotes;
 
 /// How often a pristine node asks its peers about their stores.
@@ -40,7 +41,8 @@ enum Round {
     Unreachable(Vec<String>),
 }
 
-/// Runs until this node's store is no longer pristine.
+/// Runs until this node's store is no longer pristine, or until `stop` is cancelled (then it
+/// ends after the probe round in hand).
 pub async fn run(
     raft: Raft,
     config: Config,
@@ -48,6 +50,7 @@ pub async fn run(
     notes: Arc<NodeNotes>,
     options: ClientOptions,
     gate: Arc<AppendGate>,
+    stop: CancellationToken,
 ) {
     let initializer = config
         .members
@@ -130,7 +133,10 @@ pub async fn run(
                 tracing::info!(reason = %reason, "bootstrap waiting");
             }
         }
-        tokio::time::sleep(PROBE_INTERVAL).await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+        }
     }
 }
 
@@ -147,7 +153,7 @@ async fn probe_round(peers: &mut [(NodeId, String, PeerClient)]) -> (Round, BTre
         .filter(|(_, _, a)| a.as_ref().is_some_and(|a| !a.matched_you))
         .map(|(id, _, _)| *id)
         .collect();
-    let names = |keep: &dyn Fn(&Option<pb::ProbeReply>) -> bool| -> Vec<String> {
+    let names = |keep: &dyn Fn(&Option<ProbeAnswer>) -> bool| -> Vec<String> {
         answers
             .iter()
             .filter(|(_, _, a)| keep(a))
@@ -173,8 +179,8 @@ async fn probe_round(peers: &mut [(NodeId, String, PeerClient)]) -> (Round, BTre
 /// Starts an election after a random pause when no leader has been known for several
 /// election timeouts. openraft 0.9 draws each node's election timeout once per process, so
 /// two candidates whose draws are close can split the vote round after round; a fresh random
-/// pause breaks the tie.
-pub async fn nudge_elections(raft: Raft, timing: RaftTiming) {
+/// pause breaks the tie. Runs until `stop` is cancelled.
+pub async fn nudge_elections(raft: Raft, timing: RaftTiming, stop: CancellationToken) {
     let patience = Duration::from_millis(timing.election_timeout_max_ms * 4);
     let mut leaderless_since: Option<tokio::time::Instant> = None;
     let mut metrics = raft.metrics();
@@ -189,7 +195,10 @@ pub async fn nudge_elections(raft: Raft, timing: RaftTiming) {
             let since = *leaderless_since.get_or_insert_with(tokio::time::Instant::now);
             if since.elapsed() >= patience {
                 let pause = rand::thread_rng().gen_range(0..timing.election_timeout_max_ms);
-                tokio::time::sleep(Duration::from_millis(pause)).await;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(pause)) => {}
+                }
                 if metrics.borrow().current_leader.is_none() {
                     tracing::info!(
                         leaderless_ms = since.elapsed().as_millis() as u64,
@@ -202,9 +211,12 @@ pub async fn nudge_elections(raft: Raft, timing: RaftTiming) {
         }
         // Wake on every metrics change, and at least every election timeout.
         let wait = Duration::from_millis(timing.election_timeout_min_ms);
-        match tokio::time::timeout(wait, metrics.changed()).await {
-            Ok(Err(_)) => return,
-            _ => continue,
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = tokio::time::timeout(wait, metrics.changed()) => match changed {
+                Ok(Err(_)) => return,
+                _ => continue,
+            },
         }
     }
 }

@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
-use super::clock;
+use crate::clock;
 use crate::core::time::Millis;
 
 /// Terms kept apart; older ones are folded into the lowest kept term (see [`Horizon::note`]).

@@ -2,15 +2,21 @@
 //! nodes and the witness both run one; the agent adds the resource side on top.
 //!
 //! [`Arbiter::start`] opens the store (refusing a corrupt one), starts Raft, serves the peer
-//! and admin services on a listener the caller bound, and starts two background tasks:
-//! bootstrap (form a brand-new cluster once every member is reachable and empty) and the
+//! and admin services on a listener the caller bound, and starts its background tasks:
+//! bootstrap (form a brand-new cluster once every member is reachable and empty), the
 //! election nudge (breaks the rare tie where two candidates keep timing out together, since
-//! openraft 0.9 draws each node's election timeout only once per process).
+//! openraft 0.9 draws each node's election timeout only once per process), the leader's
+//! ownership loop and the rejoin watch.
+//!
+//! Shutdown is structured: every task is spawned on one [`TaskTracker`] and watches one
+//! [`CancellationToken`]. [`Arbiter::shutdown`] cancels the token, so each task ends after
+//! the step in hand (a step waiting on Raft is released by Raft's own shutdown), and waits
+//! for all of them.
 
 mod bootstrap;
-pub mod clock;
 pub mod horizon;
 pub mod ownership;
+mod ports;
 pub mod propose;
 pub mod view;
 
@@ -21,15 +27,21 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::command::{CommandRunner, SystemRunner};
 use crate::config::Config;
-use crate::consensus::network::{Faults, Network};
+use crate::consensus::network::Network;
 use crate::consensus::store::{self, AppliedState, StoreIdentity};
 use crate::consensus::types::{NodeId, Raft};
-use crate::rpc::admin::{AdminContext, AdminService};
-use crate::rpc::peer::{AppendGate, ClientOptions, Identity, PeerService};
+use crate::rpc::admin::server::{AdminContext, AdminService};
+use crate::rpc::peer::client::{ClientOptions, Faults};
+use crate::rpc::peer::server::PeerService;
+use crate::rpc::peer::{AppendGate, Identity};
 use crate::status::NodeNotes;
 use ownership::Ownership;
+use ports::ArbiterPorts;
 use propose::Proposer;
 
 /// Why an arbiter could not start.
@@ -47,10 +59,31 @@ pub enum ArbiterError {
 }
 
 /// Options for tests; production uses the default.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Links to cut on purpose.
     pub faults: Option<Arc<Faults>>,
+    /// Runs the node's external commands (the fencing hook, and on an agent the resource
+    /// agents' commands), so tests can record or script them; `None`: [`SystemRunner`].
+    pub commands: Option<Arc<dyn CommandRunner>>,
+}
+
+impl RunOptions {
+    /// The runner for this node's external commands.
+    pub fn command_runner(&self) -> Arc<dyn CommandRunner> {
+        self.commands
+            .clone()
+            .unwrap_or_else(|| Arc::new(SystemRunner))
+    }
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("faults", &self.faults)
+            .field("commands", &self.commands.as_ref().map(|_| "custom runner"))
+            .finish()
+    }
 }
 
 /// A running arbiter.
@@ -63,9 +96,11 @@ pub struct Arbiter {
     proposer: Arc<Proposer>,
     identity: Arc<Identity>,
     client_options: ClientOptions,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Cancelled when the arbiter stops: the server and every task end.
+    stop: CancellationToken,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Every background task, so shutdown can wait for them.
+    tasks: TaskTracker,
 }
 
 impl Arbiter {
@@ -115,6 +150,8 @@ impl Arbiter {
         .map_err(|e| ArbiterError::Raft(e.to_string()))?;
 
         let notes = Arc::new(NodeNotes::default());
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
         let ownership = Ownership::new(
             config,
             raft.clone(),
@@ -122,6 +159,11 @@ impl Arbiter {
             horizon.clone(),
             peer_identity.clone(),
             client_options.clone(),
+            ownership::Running {
+                commands: options.command_runner(),
+                stop: stop.clone(),
+                tasks: tasks.clone(),
+            },
         );
         let proposer = Arc::new(Proposer::new(
             raft.clone(),
@@ -134,12 +176,16 @@ impl Arbiter {
             config.node_id,
             started_empty,
         ));
+        let ports = Arc::new(ArbiterPorts {
+            ownership: ownership.clone(),
+            horizon,
+            proposer: proposer.clone(),
+        });
         let peer = PeerService::new(
             raft.clone(),
             (*peer_identity).clone(),
-            ownership.clone(),
+            ports.clone(),
             gate.clone(),
-            horizon,
             rejoin.clone(),
         );
         let admin = AdminService::new(AdminContext {
@@ -149,11 +195,9 @@ impl Arbiter {
             members: config.membership(),
             notes: notes.clone(),
             applied: applied.clone(),
-            proposer: proposer.clone(),
-            ownership: ownership.clone(),
-            migration_threshold: config.group.migration_threshold,
+            handler: ports,
+            timing: config.timing(),
         });
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         // Options on the builder do not reach sockets accepted from our own listener: set
         // TCP_NODELAY here, or small answers wait for Nagle's algorithm (about 40 ms).
         let incoming = tonic::transport::server::TcpIncoming::from(listener)
@@ -163,28 +207,31 @@ impl Arbiter {
             tonic::transport::Server::builder()
                 .add_service(peer.into_server())
                 .add_service(admin.into_server())
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stop_rx.await;
-                }),
+                .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()),
         );
 
         let peer_identity_for_handle = peer_identity.clone();
-        let tasks = vec![
-            tokio::spawn(bootstrap::run(
-                raft.clone(),
-                config.clone(),
-                peer_identity,
-                notes.clone(),
-                client_options.clone(),
-                gate,
-            )),
-            tokio::spawn(bootstrap::nudge_elections(
-                raft.clone(),
-                config.raft.clone(),
-            )),
-            tokio::spawn(ownership.clone().run()),
-            tokio::spawn(crate::consensus::rejoin::watch(rejoin, raft.clone())),
-        ];
+        tasks.spawn(bootstrap::run(
+            raft.clone(),
+            config.clone(),
+            peer_identity,
+            notes.clone(),
+            client_options.clone(),
+            gate,
+            stop.clone(),
+        ));
+        tasks.spawn(bootstrap::nudge_elections(
+            raft.clone(),
+            config.raft.clone(),
+            stop.clone(),
+        ));
+        tasks.spawn(ownership.clone().run());
+        // The rejoin watch only waits between its (synchronous) steps, so dropping it at
+        // its wait when the arbiter stops ends it between steps.
+        tasks.spawn(
+            stop.clone()
+                .run_until_cancelled_owned(crate::consensus::rejoin::watch(rejoin, raft.clone())),
+        );
         tracing::info!(node = config.node_id, cluster = %config.cluster, "arbiter started");
         Ok(Arbiter {
             raft,
@@ -195,7 +242,7 @@ impl Arbiter {
             proposer,
             identity: peer_identity_for_handle,
             client_options,
-            stop: Some(stop_tx),
+            stop,
             server,
             tasks,
         })
@@ -241,17 +288,21 @@ impl Arbiter {
         &self.notes
     }
 
-    /// Stops serving, stops Raft and waits for both.
+    /// Tells the server and every task to stop, then stops Raft while the tasks end their
+    /// steps: a step waiting on Raft (a grant being committed, a cluster being formed) is
+    /// released by Raft's shutdown, every other step is bounded by its own timeout.
+    async fn stop_tasks_and_raft(&self) -> Result<(), ArbiterError> {
+        self.stop.cancel();
+        self.tasks.close();
+        let (raft_result, ()) = tokio::join!(self.raft.shutdown(), self.tasks.wait());
+        raft_result.map_err(|e| ArbiterError::Raft(e.to_string()))
+    }
+
+    /// Stops serving, stops Raft and waits for both and for every task to end its step.
     pub async fn shutdown(mut self) -> Result<(), ArbiterError> {
-        for task in &self.tasks {
-            task.abort();
-        }
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let raft_result = self.raft.shutdown().await;
+        let raft_result = self.stop_tasks_and_raft().await;
         let served = (&mut self.server).await;
-        raft_result.map_err(|e| ArbiterError::Raft(e.to_string()))?;
+        raft_result?;
         match served {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ArbiterError::Serve(e.to_string())),
@@ -279,7 +330,7 @@ pub async fn run(
                 Ok(Err(e)) => e.to_string(),
                 Err(e) => e.to_string(),
             };
-            let _ = arbiter.raft.shutdown().await;
+            let _ = arbiter.stop_tasks_and_raft().await;
             Err(ArbiterError::Serve(message))
         }
     }

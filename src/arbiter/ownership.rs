@@ -13,6 +13,10 @@
 //! term ([`super::horizon`]); once a majority (itself included) answered, the latest answer
 //! bounds every lease granted before this term. With `lease.old_lease_bound = "election"` it
 //! does not ask, and only the election bounds them.
+//!
+//! The fencing hook runs through the node's [`CommandRunner`] like every other external
+//! command. The loop, the horizon questions and the hook run on the arbiter's task tracker and
+//! end after the step in hand when the arbiter stops (see [`Running`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,10 +24,13 @@ use std::time::Duration;
 
 use openraft::ServerState;
 use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::clock;
 use super::horizon::Horizon;
 use super::view::cluster_view;
+use crate::clock;
+use crate::command::{CommandRunner, RunError};
 use crate::config::{Config, FenceHookConfig, OldLeaseBound};
 use crate::consensus::state::{Command, Request};
 use crate::consensus::store::AppliedState;
@@ -31,28 +38,16 @@ use crate::consensus::types::{Member, NodeId, Raft};
 use crate::core::leader::{self, LeaderAction, LeaderInput};
 use crate::core::time::{Millis, Timing};
 use crate::core::view::{self, FenceHook, PeerHealth};
-use crate::rpc::peer::{ClientOptions, Identity, PeerClient, PeerClients};
-
-/// Why a report did not renew a lease.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ReportError {
-    /// This node could not decide: it does not lead, or could not confirm its quorum. The
-    /// asker keeps its lease until it runs out and asks again.
-    #[error("{0}")]
-    Undecided(String),
-    /// The leader confirmed its quorum and the asker is not the owner under that epoch: the
-    /// asker must stop trusting its lease at once.
-    #[error("{0}")]
-    Refused(String),
-}
+use crate::rpc::peer::client::{ClientOptions, PeerClient, PeerClients};
+use crate::rpc::peer::{Identity, ReportError};
 
 /// What this leader knows that is not in the replicated state. Reset on every new term.
 #[derive(Debug, Default)]
 struct LeaderBook {
     /// The term this book belongs to and when this node saw itself lead it.
     term: Option<(u64, Millis)>,
-    granted_until: BTreeMap<view::NodeId, Millis>,
-    peers: BTreeMap<view::NodeId, PeerHealth>,
+    granted_until: BTreeMap<NodeId, Millis>,
+    peers: BTreeMap<NodeId, PeerHealth>,
     /// The owner and epoch last seen committed, and since when.
     owner_seen: Option<(Option<view::Owner>, Millis)>,
     fence_hook: FenceHook,
@@ -83,11 +78,26 @@ pub struct Ownership {
     /// Whether to ask the members for their horizon (`lease.old_lease_bound = "horizon"`).
     ask_members: bool,
     clients: PeerClients,
+    running: Running,
+}
+
+/// What the ownership service runs with: the runner for the fencing hook, and the arbiter's
+/// stop signal and task tracker for the tasks it starts.
+#[derive(Clone)]
+pub struct Running {
+    /// Runs the fencing hook.
+    pub commands: Arc<dyn CommandRunner>,
+    /// Cancelled when the arbiter stops: the loop and the horizon questions end after the
+    /// step in hand, and no new fencing hook starts.
+    pub stop: CancellationToken,
+    /// Where the loop's own tasks (horizon questions, fencing hooks) are tracked.
+    pub tasks: TaskTracker,
 }
 
 impl Ownership {
     /// The ownership service for the node `config` describes. It notes its grants in
-    /// `horizon` and asks the members (as `identity`, with `client_options`) for theirs.
+    /// `horizon`, asks the members (as `identity`, with `client_options`) for theirs, and runs
+    /// its tasks and the fencing hook as `running` says.
     pub fn new(
         config: &Config,
         raft: Raft,
@@ -95,6 +105,7 @@ impl Ownership {
         horizon: Arc<Horizon>,
         identity: Arc<Identity>,
         client_options: ClientOptions,
+        running: Running,
     ) -> Arc<Ownership> {
         Arc::new(Ownership {
             raft,
@@ -110,6 +121,7 @@ impl Ownership {
             horizon,
             ask_members: config.lease.old_lease_bound == OldLeaseBound::Horizon,
             clients: PeerClients::new(identity, config.membership(), client_options),
+            running,
         })
     }
 
@@ -121,7 +133,7 @@ impl Ownership {
     /// Milliseconds left on the lease this leader granted `node`, if any.
     pub fn granted_remaining_ms(&self, node: NodeId) -> Option<u64> {
         let book = self.book.lock().ok()?;
-        let until = book.granted_until.get(&view::NodeId(node))?;
+        let until = book.granted_until.get(&node)?;
         Some(clock::now().until(*until))
     }
 
@@ -180,12 +192,9 @@ impl Ownership {
         }
         let state = self.applied.borrow().clone();
         let view = cluster_view(&state.state, &self.members);
-        match leader::answer_renewal(&view, &self.timing, now, view::NodeId(from), renew_epoch) {
+        match leader::answer_renewal(&view, &self.timing, now, from, renew_epoch) {
             Ok(until) => {
-                let entry = book
-                    .granted_until
-                    .entry(view::NodeId(from))
-                    .or_insert(until);
+                let entry = book.granted_until.entry(from).or_insert(until);
                 *entry = (*entry).max(until);
                 Ok(true)
             }
@@ -211,7 +220,7 @@ impl Ownership {
         if let Ok(mut book) = self.book.lock() {
             book.enter_term(term, now, self.fence_hook.is_some());
             book.peers.insert(
-                view::NodeId(from),
+                from,
                 PeerHealth {
                     last_heard: Some(now),
                     can_run_group: healthy,
@@ -220,7 +229,7 @@ impl Ownership {
         }
     }
 
-    /// Runs the leader loop until the task is dropped.
+    /// Runs the leader loop until the arbiter stops (then it ends after the cycle in hand).
     pub async fn run(self: Arc<Self>) {
         let mut metrics = self.raft.metrics();
         let mut applied = self.applied.clone();
@@ -232,6 +241,7 @@ impl Ownership {
                 None => self.renew_interval,
             };
             tokio::select! {
+                _ = self.running.stop.cancelled() => return,
                 changed = metrics.changed() => if changed.is_err() { return },
                 changed = applied.changed() => if changed.is_err() { return },
                 _ = self.wake.notified() => {}
@@ -320,8 +330,7 @@ impl Ownership {
                         replaces,
                         grant_seen: owner_grant_seen,
                     };
-                    self.grant(node.0, claim, &decision.reason.to_string())
-                        .await;
+                    self.grant(node, claim, &decision.reason.to_string()).await;
                 }
                 LeaderAction::RunFenceHook { node, epoch } => {
                     self.start_fence_hook(node, epoch);
@@ -358,7 +367,7 @@ impl Ownership {
                 .map(|m| format!("leader {}", m.name))
                 .unwrap_or_else(|| "leader".into()),
             reason: reason.to_string(),
-            at_unix_ms: unix_ms(),
+            at_unix_ms: clock::wall_ms(),
         };
         let timeout = Duration::from_millis(self.timing.lease_ms);
         match tokio::time::timeout(timeout, self.raft.client_write(request)).await {
@@ -373,10 +382,10 @@ impl Ownership {
 
     /// Asks every member, until a majority (this node included) answered from `term` or
     /// later, when it last took part in a round of an earlier term. Stops when this node no
-    /// longer leads `term`.
+    /// longer leads `term` or the arbiter stops.
     fn ask_horizon(self: &Arc<Self>, term: u64) {
         let this = self.clone();
-        tokio::spawn(async move {
+        self.running.tasks.spawn(async move {
             this.note_horizon(term, this.node_id, this.horizon.before(term));
             let timeout = this.renew_interval.max(Duration::from_millis(100));
             loop {
@@ -422,7 +431,10 @@ impl Ownership {
                     }
                 });
                 futures::future::join_all(asks).await;
-                tokio::time::sleep(this.renew_interval).await;
+                tokio::select! {
+                    _ = this.running.stop.cancelled() => return,
+                    _ = tokio::time::sleep(this.renew_interval) => {}
+                }
             }
         });
     }
@@ -457,22 +469,27 @@ impl Ownership {
         self.clients.get(target).ok()
     }
 
-    fn start_fence_hook(self: &Arc<Self>, node: view::NodeId, epoch: u64) {
+    /// Starts the fencing hook against `node`; once started it runs to its end (bounded by
+    /// its timeout) even when the arbiter stops, so a node is never left half-fenced.
+    fn start_fence_hook(self: &Arc<Self>, node: NodeId, epoch: u64) {
         let Some(hook) = self.fence_hook.clone() else {
             return;
         };
+        if self.running.stop.is_cancelled() {
+            return;
+        }
         let target = view::Owner { node, epoch };
         if let Ok(mut book) = self.book.lock() {
             book.fence_hook = FenceHook::Running { target };
         }
         let name = self
             .members
-            .get(&node.0)
+            .get(&node)
             .map(|m| m.name.clone())
-            .unwrap_or_else(|| node.0.to_string());
+            .unwrap_or_else(|| node.to_string());
         let this = self.clone();
-        tokio::spawn(async move {
-            let outcome = run_fence_hook(&hook, &name, epoch).await;
+        self.running.tasks.spawn(async move {
+            let outcome = run_fence_hook(this.running.commands.as_ref(), &hook, &name, epoch).await;
             if let Ok(mut book) = this.book.lock() {
                 if book.fence_hook == (FenceHook::Running { target }) {
                     book.fence_hook = match outcome {
@@ -509,7 +526,7 @@ impl LeaderBook {
             if self.granted_until.get(&old.node).copied() > claim.grant_seen {
                 return Err(format!(
                     "owner {} (epoch {}) renewed its lease after the decision",
-                    old.node.0, old.epoch
+                    old.node, old.epoch
                 ));
             }
             self.moving = Some(old.epoch);
@@ -533,8 +550,14 @@ impl LeaderBook {
     }
 }
 
-/// Runs the fencing hook against `node`; `Ok` only when it exited 0 in time.
-async fn run_fence_hook(hook: &FenceHookConfig, node: &str, epoch: u64) -> Result<(), String> {
+/// Runs the fencing hook against `node` with `commands`; `Ok` only when it exited 0 in time.
+/// A hook that misses its timeout is killed (see [`CommandRunner::run`]).
+async fn run_fence_hook(
+    commands: &dyn CommandRunner,
+    hook: &FenceHookConfig,
+    node: &str,
+    epoch: u64,
+) -> Result<(), String> {
     let args: Vec<String> = hook
         .command
         .iter()
@@ -547,36 +570,120 @@ async fn run_fence_hook(hook: &FenceHookConfig, node: &str, epoch: u64) -> Resul
         return Err("fence_hook.command is empty".into());
     };
     tracing::warn!(node, epoch, program, "running the fencing hook");
-    let child = tokio::process::Command::new(program)
-        .args(rest)
-        .kill_on_drop(true)
-        .output();
-    match tokio::time::timeout(Duration::from_millis(hook.timeout_ms), child).await {
-        Err(_) => Err(format!("timed out after {} ms", hook.timeout_ms)),
-        Ok(Err(e)) => Err(format!("cannot run {program}: {e}")),
-        Ok(Ok(out)) if out.status.success() => {
+    let timeout = Duration::from_millis(hook.timeout_ms);
+    match commands.run(program, rest, timeout).await {
+        Err(RunError::Timeout { .. }) => Err(format!("timed out after {} ms", hook.timeout_ms)),
+        // "cannot run {program}: {reason}"
+        Err(spawn @ RunError::Spawn { .. }) => Err(spawn.to_string()),
+        Ok(out) if out.success() => {
             tracing::warn!(node, epoch, "fencing hook confirmed the node is off");
             Ok(())
         }
-        Ok(Ok(out)) => Err(format!(
-            "exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
+        Ok(out) => {
+            let status = match out.code {
+                Some(code) => format!("exit status: {code}"),
+                None => "a signal".to_string(),
+            };
+            Err(format!("exited with {status}: {}", out.stderr.trim()))
+        }
     }
-}
-
-/// Wall-clock milliseconds since the Unix epoch, for history records only.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::{CommandOutput, RecordedCommand, RecordingRunner};
+
+    /// Answers every command with the same result, as a stand-in for the hook's program.
+    struct Answer(Result<CommandOutput, RunError>);
+
+    #[async_trait::async_trait]
+    impl CommandRunner for Answer {
+        async fn run(
+            &self,
+            _program: &str,
+            _args: &[String],
+            _timeout: Duration,
+        ) -> Result<CommandOutput, RunError> {
+            self.0.clone()
+        }
+    }
+
+    fn hook() -> FenceHookConfig {
+        FenceHookConfig {
+            command: vec![
+                "/usr/local/sbin/power-off".into(),
+                "{node}".into(),
+                "--epoch={epoch}".into(),
+            ],
+            timeout_ms: 250,
+        }
+    }
+
+    async fn fence_with(answer: Result<CommandOutput, RunError>) -> Result<(), String> {
+        run_fence_hook(&Answer(answer), &hook(), "node-b", 7).await
+    }
+
+    #[tokio::test]
+    async fn the_fence_hook_runs_through_the_command_runner() {
+        let off = CommandOutput {
+            code: Some(0),
+            ..CommandOutput::default()
+        };
+        let recorder = RecordingRunner::new(Arc::new(Answer(Ok(off))));
+        assert_eq!(
+            run_fence_hook(&recorder, &hook(), "node-b", 7).await,
+            Ok(())
+        );
+        assert_eq!(
+            recorder.commands(),
+            vec![RecordedCommand {
+                program: "/usr/local/sbin/power-off".into(),
+                args: vec!["node-b".into(), "--epoch=7".into()],
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fence_hook_that_fails_says_why() {
+        let refused = CommandOutput {
+            code: Some(3),
+            stderr: "no such node\n".into(),
+            ..CommandOutput::default()
+        };
+        assert_eq!(
+            fence_with(Ok(refused)).await,
+            Err("exited with exit status: 3: no such node".into())
+        );
+        let timeout = RunError::Timeout {
+            program: "/usr/local/sbin/power-off".into(),
+            timeout: Duration::from_millis(250),
+        };
+        assert_eq!(
+            fence_with(Err(timeout)).await,
+            Err("timed out after 250 ms".into())
+        );
+        let missing = RunError::Spawn {
+            program: "/usr/local/sbin/power-off".into(),
+            message: "No such file or directory (os error 2)".into(),
+        };
+        assert_eq!(
+            fence_with(Err(missing)).await,
+            Err(
+                "cannot run /usr/local/sbin/power-off: No such file or directory (os error 2)"
+                    .into()
+            )
+        );
+        let empty = FenceHookConfig {
+            command: Vec::new(),
+            timeout_ms: 250,
+        };
+        let never = Answer(Ok(CommandOutput::default()));
+        assert_eq!(
+            run_fence_hook(&never, &empty, "node-b", 7).await,
+            Err("fence_hook.command is empty".into())
+        );
+    }
 
     fn book(term: u64) -> LeaderBook {
         let mut book = LeaderBook::default();
@@ -585,16 +692,13 @@ mod tests {
     }
 
     fn owner(epoch: u64) -> Option<view::Owner> {
-        Some(view::Owner {
-            node: view::NodeId(1),
-            epoch,
-        })
+        Some(view::Owner { node: 1, epoch })
     }
 
     #[test]
     fn a_move_is_claimed_only_in_the_decision_term_and_only_if_the_owner_did_not_renew() {
         let mut b = book(7);
-        b.granted_until.insert(view::NodeId(1), Millis(5_000));
+        b.granted_until.insert(1, Millis(5_000));
         let claim = Claim {
             term: 7,
             replaces: owner(40),
@@ -606,7 +710,7 @@ mod tests {
         assert_eq!(b.moving, None);
 
         // The owner renewed between the decision and the write: the renewal wins.
-        b.granted_until.insert(view::NodeId(1), Millis(6_500));
+        b.granted_until.insert(1, Millis(6_500));
         assert!(b.claim_move(&claim).unwrap_err().contains("renewed"));
         assert_eq!(b.moving, None);
 
@@ -628,7 +732,7 @@ mod tests {
             replaces: owner(9),
             grant_seen: None,
         };
-        b.granted_until.insert(view::NodeId(1), Millis(2_000));
+        b.granted_until.insert(1, Millis(2_000));
         assert!(b.claim_move(&claim).is_err());
         // A cold start replaces nobody: only the term matters.
         let cold = Claim {

@@ -10,9 +10,8 @@ use openraft::ServerState;
 
 use crate::consensus::state::{Request, Response};
 use crate::consensus::types::{Member, NodeId, Raft};
-use crate::rpc::peer::{
-    ClientOptions, Identity, PeerClient, PeerClients, PeerMethod, PROPOSE_TIMEOUT,
-};
+use crate::rpc::peer::client::{ClientOptions, PeerClient, PeerClients, PeerMethod};
+use crate::rpc::peer::{Identity, PROPOSE_TIMEOUT};
 
 /// Why a proposal was not committed.
 #[derive(Debug, thiserror::Error)]

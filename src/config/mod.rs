@@ -136,7 +136,7 @@ impl Default for RaftTiming {
     }
 }
 
-/// The ownership lease, in milliseconds (see PROTOCOL.md, "The lease").
+/// The ownership lease, in milliseconds (see docs/PROTOCOL.md, "The lease").
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LeaseTiming {
@@ -164,7 +164,7 @@ pub enum OldLeaseBound {
     /// until a majority answered. When the owner also led and died, this saves the election.
     #[default]
     Horizon,
-    /// A whole lease from the leader's own election, always (PROTOCOL.md's rule 4 to the
+    /// A whole lease from the leader's own election, always (docs/PROTOCOL.md's rule 4 to the
     /// letter).
     Election,
 }

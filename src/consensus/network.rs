@@ -5,12 +5,11 @@
 //! check. Failures map onto openraft's kinds so that only a failed connection counts as
 //! `Unreachable` (which makes openraft back off); a slow peer is a `Timeout`.
 //!
-//! In-process tests can cut links with [`Faults`]: a blocked `(from, to)` pair drops requests
-//! from `from` to `to`, and a blocked `(to, from)` pair drops the answer. The peer client
-//! applies the table to every peer call (Raft, lease reports, proposals, bootstrap probes).
+//! Links cut by tests are applied by the peer client itself (see
+//! [`crate::rpc::peer::client::Faults`]), so this file sees them as ordinary failures.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
@@ -23,55 +22,8 @@ use openraft::raft::{
 };
 
 use crate::consensus::types::{Member, NodeId, TypeConfig};
-use crate::rpc::peer::{CallError, ClientOptions, Identity, PeerClient, PeerMethod};
-
-/// Links cut on purpose, for tests. Empty in production.
-#[derive(Debug, Default)]
-pub struct Faults {
-    blocked: RwLock<BTreeSet<(NodeId, NodeId)>>,
-}
-
-impl Faults {
-    /// A fault table with every link working.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Faults::default())
-    }
-
-    /// Drops every message from `from` to `to` (one way).
-    pub fn block(&self, from: NodeId, to: NodeId) {
-        if let Ok(mut set) = self.blocked.write() {
-            set.insert((from, to));
-        }
-    }
-
-    /// Cuts `a` from `b` both ways.
-    pub fn partition(&self, a: NodeId, b: NodeId) {
-        self.block(a, b);
-        self.block(b, a);
-    }
-
-    /// Cuts `node` from every id in `others`, both ways.
-    pub fn isolate(&self, node: NodeId, others: &[NodeId]) {
-        for &other in others {
-            self.partition(node, other);
-        }
-    }
-
-    /// Restores every link.
-    pub fn heal(&self) {
-        if let Ok(mut set) = self.blocked.write() {
-            set.clear();
-        }
-    }
-
-    /// True when messages from `from` to `to` are dropped.
-    pub fn is_blocked(&self, from: NodeId, to: NodeId) -> bool {
-        self.blocked
-            .read()
-            .map(|set| set.contains(&(from, to)))
-            .unwrap_or(false)
-    }
-}
+use crate::rpc::peer::client::{CallError, ClientOptions, PeerClient, PeerMethod};
+use crate::rpc::peer::Identity;
 
 /// Hands openraft a client per peer, reusing one channel per `(id, address)`.
 #[derive(Clone)]

@@ -6,37 +6,10 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::consensus::state::{Request, Response};
+use crate::core::state::{Request, Response};
 
-/// A member's stable numeric id, as in the config files.
-pub type NodeId = u64;
-
-/// What a member does in the cluster.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Has the DRBD disk and MySQL, and may own the resource group.
-    #[default]
-    Management,
-    /// A vote and a full Raft log, nothing else. Never owns resources.
-    Witness,
-}
-
-impl Role {
-    /// The lower-case name used in configs, the CLI and JSON.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Role::Management => "management",
-            Role::Witness => "witness",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The core's node id and role, which openraft and the membership use as they are.
+pub use crate::core::view::{NodeId, Role};
 
 /// A member as recorded in the Raft membership: its name, peer address and role.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

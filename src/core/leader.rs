@@ -30,7 +30,9 @@ use std::fmt;
 
 use super::reason::{Exclusion, Holder, LeaseBound, Reason, Vacancy};
 use super::time::{Millis, Timing};
-use super::view::{ClusterView, FenceHook, Ineligible, NodeId, Owner, PeerHealth, Role};
+use super::view::{
+    node_label, ClusterView, FenceHook, Ineligible, NodeId, Owner, PeerHealth, Role,
+};
 use super::Decision;
 
 /// What the leader's executor does.
@@ -354,7 +356,8 @@ impl fmt::Display for RenewalRefusal {
             RenewalRefusal::NotOwner { owner: Some(owner) } => write!(
                 f,
                 "not the owner: {} owns the group under epoch {}; stop holding anything",
-                owner.node, owner.epoch
+                node_label(owner.node),
+                owner.epoch
             ),
             RenewalRefusal::NotOwner { owner: None } => {
                 f.write_str("not the owner: no node owns the group; stop holding anything")

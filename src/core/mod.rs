@@ -39,6 +39,9 @@
 //! Each decision carries a [`reason::Reason`]: one human sentence with the facts, which is the
 //! log line and what `status` shows, plus a stable [`reason::ReasonCode`] tests assert on.
 //!
+//! The committed state itself is [`state::ClusterState`]: its `apply` is the replicated state
+//! machine's deterministic transition, kept here so the scenario tests run it for real.
+//!
 //! The core reads no clock, does no I/O and starts no thread; time is an input. The caller
 //! (the agent's observe-decide-act loop) converts its committed state, peer reports and
 //! monitor results into the [`view`] types, runs the decision, hands the actions to an
@@ -77,6 +80,7 @@ use serde::{Deserialize, Serialize};
 pub mod leader;
 pub mod node;
 pub mod reason;
+pub mod state;
 pub mod time;
 pub mod view;
 

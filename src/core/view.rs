@@ -1,9 +1,10 @@
 //! The core's own picture of the world: plain data the caller fills in each cycle.
 //!
-//! These types deliberately repeat a little of the replicated state and of the resource
-//! agents' vocabulary instead of importing them, so the core depends on nothing else in
-//! quorate and a test can build any situation in a few lines. The agent converts its
-//! committed state, its peer reports and its monitor results into these types.
+//! The core depends on nothing else in quorate, so a test can build any situation in a few
+//! lines. The rest of quorate speaks these types too: [`NodeId`] is openraft's node id,
+//! [`Role`] is what the Raft membership records, [`ResourceState`] is what every resource
+//! agent's `monitor` returns. The agent converts its committed state (see
+//! [`super::state::ClusterState::view`]), its peer reports and its monitor results into them.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -11,25 +12,41 @@ use std::fmt;
 
 use super::time::{Millis, Timing};
 
-/// A member's stable numeric id, as in the config files.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-pub struct NodeId(pub u64);
+/// A member's stable numeric id, as in the config files; also openraft's node id and the
+/// id every RPC carries.
+pub type NodeId = u64;
 
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "node#{}", self.0)
-    }
+/// How a sentence names a node it knows only by id: `node#<id>`.
+pub fn node_label(id: NodeId) -> String {
+    format!("node#{id}")
 }
 
-/// What a member does in the cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What a member does in the cluster. Stored in the Raft membership under its lower-case
+/// name (`"management"`, `"witness"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Has the DRBD disk and MySQL, and may own the resource group.
+    #[default]
     Management,
     /// A vote and a full Raft log, nothing else. Never owns resources.
     Witness,
+}
+
+impl Role {
+    /// The lower-case name used in configs, the CLI and JSON.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Management => "management",
+            Role::Witness => "witness",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The committed owner of the resource group and its fencing token.
@@ -81,7 +98,7 @@ impl ClusterView {
     pub fn name_of(&self, id: NodeId) -> String {
         match self.nodes.get(&id) {
             Some(node) => node.name.clone(),
-            None => id.to_string(),
+            None => node_label(id),
         }
     }
 
@@ -144,6 +161,35 @@ pub enum Ineligible {
     SilentOwner,
 }
 
+impl Ineligible {
+    /// What an operator can do about it, where anything can be done: the second half of the
+    /// sentence an admin refusal prints after the reason (`node2 is on standby; unstandby it
+    /// first`). `None` where only time or a repair outside quorate helps.
+    pub fn remedy(&self) -> Option<&'static str> {
+        match self {
+            Ineligible::NotAMember | Ineligible::Witness => {
+                Some("only a management node can hold the group")
+            }
+            Ineligible::Outdated => Some(
+                "its data may be stale; check it, then clear-outdated, before it may take the group",
+            ),
+            Ineligible::Standby => Some("unstandby it first"),
+            Ineligible::TooManyFailures { .. } => Some("fix the cause, then reset its failures"),
+            Ineligible::Unreachable { .. }
+            | Ineligible::NotReady
+            | Ineligible::SilentOwner => None,
+        }
+    }
+
+    /// The whole refusal sentence for the member called `name`: the reason, then the remedy.
+    pub fn sentence(&self, name: &str) -> String {
+        match self.remedy() {
+            Some(remedy) => format!("{name} {self}; {remedy}"),
+            None => format!("{name} {self}"),
+        }
+    }
+}
+
 impl fmt::Display for Ineligible {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -165,7 +211,9 @@ impl fmt::Display for Ineligible {
     }
 }
 
-/// What `monitor` last said about one resource on this node.
+/// What `monitor` last said about one resource on this node. A resource agent's `monitor`
+/// answers `Running`, `Stopped` or `Failed`; `Unknown` is the agent loop's word for a
+/// resource it has not monitored yet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ResourceState {
     /// Fully up and serving.
@@ -176,6 +224,17 @@ pub enum ResourceState {
     Failed(String),
     /// Not monitored yet (for example right after the agent restarted).
     Unknown,
+}
+
+impl fmt::Display for ResourceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResourceState::Running => f.write_str("running"),
+            ResourceState::Stopped => f.write_str("stopped"),
+            ResourceState::Failed(why) => write!(f, "failed: {why}"),
+            ResourceState::Unknown => f.write_str("unknown"),
+        }
+    }
 }
 
 /// One resource of the local group, in start order.

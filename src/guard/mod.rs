@@ -1,7 +1,8 @@
 //! The lease guard: a separate process that fences the owner when its lease runs out, even if
 //! the agent process hangs, is stopped (SIGSTOP) or crashed.
 //!
-//! The agent holds `lease_until` on `CLOCK_MONOTONIC`. At each renewal it sends the guard
+//! The agent holds `lease_until` on the lease clock ([`crate::clock::LEASE_CLOCK`], today
+//! `CLOCK_MONOTONIC`). At each renewal it sends the guard
 //! `arm <deadline_ns> <epoch>` over a pipe (the guard's stdin, see [`protocol`]); when it has
 //! released everything it sends `disarm <epoch>`. The guard sleeps until the armed deadline; if
 //! the deadline passes with no later `arm`, it fences by itself: it logs loudly (epoch, how late),
@@ -32,7 +33,6 @@
 //! service manager's SIGTERM) are the concern of the binary that runs it: it should treat them
 //! like a closed input and never skip a fence that is due.
 
-pub mod clock;
 mod handle;
 mod input;
 pub mod protocol;
@@ -41,6 +41,7 @@ pub mod watchdog;
 
 pub use handle::{GuardError, GuardHandle};
 
+use crate::clock;
 use crate::resources::agent::{ActionContext, ResourceAgent};
 use input::{LineEvent, LineReader};
 use protocol::GuardCommand;
@@ -360,8 +361,8 @@ impl Guard {
     }
 }
 
-/// The tokio instant matching a monotonic deadline (tokio's clock is the same monotonic clock,
-/// but only differences can be carried across).
+/// The tokio instant matching a lease-clock deadline (tokio's clock need not be the lease
+/// clock, so only differences are carried across).
 fn instant_for(deadline_ns: u64) -> Instant {
     let now = Instant::now();
     let now_ns = clock::guard_now_ns();

@@ -8,9 +8,9 @@
 //! ping                                   the agent is alive; changes nothing
 //! ```
 //!
-//! Deadlines are `CLOCK_MONOTONIC` nanoseconds (see [`super::clock`]). Parsing is strict: no
-//! signs, no extra spaces, no carriage returns, no trailing fields, at most
-//! [`MAX_LINE_BYTES`] bytes. A line that breaks a rule is rejected with a [`ProtocolError`] that
+//! Deadlines are nanoseconds on the lease clock (`CLOCK_MONOTONIC`, see
+//! [`crate::clock::LEASE_CLOCK`]). Parsing is strict: no signs, no extra spaces, no carriage
+//! returns, no trailing fields, at most [`MAX_LINE_BYTES`] bytes. A line that breaks a rule is rejected with a [`ProtocolError`] that
 //! names the problem; the guard logs it and keeps its current deadline, never panics.
 
 use std::fmt;

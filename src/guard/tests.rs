@@ -83,7 +83,7 @@ fn agents(spec: &[(&str, Behaviour)]) -> (Vec<Arc<dyn ResourceAgent>>, Calls) {
 }
 
 fn now() -> u64 {
-    clock::monotonic_now_ns().expect("clock")
+    clock::lease_now_ns().expect("clock")
 }
 
 fn ms(n: u64) -> u64 {

@@ -22,8 +22,13 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-// `WDIOC_SETTIMEOUT` from linux/watchdog.h: `_IOWR('W', 6, int)`.
-nix::ioctl_readwrite!(wdioc_settimeout, b'W', 6, nix::libc::c_int);
+nix::ioctl_readwrite!(
+    /// `WDIOC_SETTIMEOUT` from linux/watchdog.h: `_IOWR('W', 6, int)`.
+    wdioc_settimeout,
+    b'W',
+    6,
+    nix::libc::c_int
+);
 
 /// The byte written to pet the watchdog. Anything but `'V'` will do.
 pub const PET_BYTE: u8 = 0;

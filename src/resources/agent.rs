@@ -9,28 +9,10 @@
 //! Every action carries an [`ActionContext`] with the owner epoch (the fencing token).
 
 use async_trait::async_trait;
-use std::fmt;
 
-/// What `monitor` found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ResourceState {
-    /// Fully up and serving.
-    Running,
-    /// Cleanly down: nothing of it runs.
-    Stopped,
-    /// Neither: partly up, crashed, or not answering. The text says what was seen.
-    Failed(String),
-}
-
-impl fmt::Display for ResourceState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ResourceState::Running => f.write_str("running"),
-            ResourceState::Stopped => f.write_str("stopped"),
-            ResourceState::Failed(why) => write!(f, "failed: {why}"),
-        }
-    }
-}
+/// What `monitor` found: `Running`, `Stopped` or `Failed` (an agent never answers `Unknown`).
+/// The decision core's type, so a monitor result reaches the core unconverted.
+pub use crate::core::view::ResourceState;
 
 /// Who asks for an action and under which fencing token.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::command::CommandRunner;
 use crate::resources::agent::ResourceAgent;
 use crate::resources::drbd::{DrbdAgent, DrbdConfig};
 use crate::resources::dummy::{DummyAgent, DummyConfig};
 use crate::resources::filesystem::{FilesystemAgent, FilesystemConfig};
+use crate::resources::mysql::config::MysqlConfig;
 use crate::resources::mysql::MysqlAgent;
-use crate::resources::mysql_config::MysqlConfig;
-use crate::resources::runner::CommandRunner;
 use crate::resources::vip::{VipAddress, VipAgent, VipConfig};
 
 /// One resource of the group.

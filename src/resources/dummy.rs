@@ -185,7 +185,7 @@ impl DummyAgent {
         let state = DummyState {
             node: ctx.node.clone(),
             epoch: ctx.epoch,
-            mono_ns: ledger::monotonic_ns(),
+            mono_ns: crate::clock::monotonic_ns(),
         };
         let tmp = self.config.state_file.with_extension("tmp");
         {

@@ -548,7 +548,7 @@ impl ResourceAgent for FilesystemAgent {
             ResourceState::Failed(why) => {
                 return Err(self.fail(ctx, Recovery::MoveAway, format!("cannot mount: {why}")))
             }
-            ResourceState::Stopped => {}
+            ResourceState::Stopped | ResourceState::Unknown => {}
         }
         self.mount(ctx).await?;
         match self.observe_async().await.state {

@@ -97,9 +97,10 @@ impl GroupError {
     }
 }
 
-/// One resource's state as `monitor_all` found it.
+/// One group member's state as `monitor_all` found it, with the agent kind for logs and
+/// `status` (the core's [`crate::core::ResourceStatus`] is the name and state alone).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResourceStatus {
+pub struct GroupResourceStatus {
     /// The resource's name.
     pub resource: String,
     /// The agent kind.
@@ -108,7 +109,7 @@ pub struct ResourceStatus {
     pub state: ResourceState,
 }
 
-impl fmt::Display for ResourceStatus {
+impl fmt::Display for GroupResourceStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({}): {}", self.resource, self.kind, self.state)
     }
@@ -342,10 +343,10 @@ impl ResourceGroup {
     }
 
     /// Every resource's state, in start order.
-    pub async fn monitor_all(&self) -> Vec<ResourceStatus> {
+    pub async fn monitor_all(&self) -> Vec<GroupResourceStatus> {
         let mut states = Vec::with_capacity(self.agents.len());
         for agent in &self.agents {
-            states.push(ResourceStatus {
+            states.push(GroupResourceStatus {
                 resource: agent.name().to_string(),
                 kind: agent.kind(),
                 state: agent.monitor().await,

@@ -18,6 +18,8 @@
 //! the reader ignores such a line and refuses any other line it cannot parse.
 
 use serde::{Deserialize, Serialize};
+
+use crate::clock;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -62,29 +64,11 @@ impl LedgerEvent {
             node: node.to_string(),
             epoch,
             action,
-            mono_ns: monotonic_ns(),
-            wall_ns: wall_ns(),
+            mono_ns: clock::monotonic_ns(),
+            wall_ns: clock::wall_ns(),
             pid: std::process::id(),
         }
     }
-}
-
-/// `CLOCK_MONOTONIC` in nanoseconds, the clock every ledger on one machine shares.
-pub fn monotonic_ns() -> u64 {
-    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
-        Ok(ts) => (ts.tv_sec() as u64)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(ts.tv_nsec() as u64),
-        // CLOCK_MONOTONIC exists on every Linux; this branch only keeps the type total.
-        Err(_) => 0,
-    }
-}
-
-fn wall_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
-        .unwrap_or(0)
 }
 
 /// A ledger could not be written or read.

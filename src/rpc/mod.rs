@@ -1,9 +1,20 @@
-//! The only module that names generated protobuf types. Everything else in quorate talks in
-//! its own types; conversions and payload encoding live here.
+//! quorate's gRPC services, and the only module that names generated protobuf types
+//! ([`pb`]). Everything else in quorate talks in its own types: every client method here
+//! takes and returns them, and the conversions live next to the code that needs them.
 //!
-//! Raft messages travel as a version byte followed by JSON of openraft's own serde types. A
-//! payload with another version byte, or one that does not decode, is refused with a clear
-//! error instead of being guessed at.
+//! Two services, each split by direction so that dependencies run one way:
+//! - [`peer`]: arbiter to arbiter (openraft's RPCs, lease reports, forwarded proposals, the
+//!   lease horizon, the bootstrap probe). [`peer::client`] sits below the arbiter and is used
+//!   by the Raft network; [`peer::server`] sits above it and reaches it only through
+//!   [`peer::server::PeerHandler`].
+//! - [`admin`]: operators and `quoratectl` to any member. [`admin::client`] is used by the CLI
+//!   and the DRBD handlers; [`admin::server`] reaches the arbiter only through
+//!   [`admin::server::AdminHandler`]; [`admin::convert`] maps messages to quorate's types.
+//!
+//! This file holds the payload codec both peer directions share. Raft messages travel as a
+//! version byte followed by JSON of openraft's own serde types. A payload with another
+//! version byte, or one that does not decode, is refused with a clear error instead of being
+//! guessed at.
 
 pub mod admin;
 pub mod peer;

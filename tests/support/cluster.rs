@@ -9,7 +9,7 @@ use std::time::Duration;
 use quorate::agent::{Agent, AgentOptions};
 use quorate::arbiter::{Arbiter, RunOptions};
 use quorate::config::Config;
-use quorate::consensus::network::Faults;
+use quorate::rpc::peer::client::Faults;
 use tokio::net::TcpListener;
 
 use super::{config_toml, eventually};
@@ -139,6 +139,7 @@ impl TestCluster {
         let config = Config::load(&self.config_path(id)).expect("load config");
         let run = RunOptions {
             faults: Some(self.faults.clone()),
+            ..RunOptions::default()
         };
         let member = if self.with_agents && id != 3 {
             let options = AgentOptions {

@@ -1,4 +1,4 @@
-//! A small copy of the failover testbed (TESTBED.md) for agent tests: a switch namespace with a
+//! A small copy of the failover testbed (docs/TESTBED.md) for agent tests: a switch namespace with a
 //! bridge (no IP, no uplink) and one veth per host namespace, on 198.18.0.0/24 only.
 //!
 //! Names carry the test process id and a tag, so parallel tests and runs never collide, and the

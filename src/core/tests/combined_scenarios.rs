@@ -1,5 +1,5 @@
-//! Both sides together: the leader's and the nodes' decisions fed into each other through a
-//! tiny stand-in for the state machine ([`commit_leader`], [`commit_node`]).
+//! Both sides together: the leader's and the nodes' decisions fed into each other through the
+//! replicated state machine's real `apply` ([`commit_leader`], [`commit_node`]).
 
 use super::support::*;
 use crate::core::leader::{answer_renewal, LeaderAction, RenewalRefusal};

@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 
 use crate::core::leader::{self, LeaderAction, LeaderInput};
 use crate::core::node::{self, NodeAction, NodeInput};
+use crate::core::view::node_label;
 use crate::core::{
-    ClusterView, FenceHook, Millis, NodeId, NodeView, Owner, PeerHealth, ResourceState,
-    ResourceStatus, Role,
+    ClusterView, FenceHook, Millis, NodeView, Owner, PeerHealth, ResourceState, ResourceStatus,
+    Role,
 };
 
 use super::support::timing;
@@ -46,7 +47,7 @@ fn random_view(rng: &mut Rng) -> ClusterView {
             continue;
         }
         view.nodes.insert(
-            NodeId(id),
+            id,
             NodeView {
                 name: name.into(),
                 role,
@@ -59,7 +60,7 @@ fn random_view(rng: &mut Rng) -> ClusterView {
     if rng.chance(85) {
         let epoch = 1 + rng.below(20);
         view.owner = Some(Owner {
-            node: NodeId(1 + rng.below(4)),
+            node: 1 + rng.below(4),
             epoch,
         });
         if rng.chance(25) {
@@ -68,7 +69,7 @@ fn random_view(rng: &mut Rng) -> ClusterView {
     }
     view.paused = rng.chance(15);
     if rng.chance(25) {
-        view.switchover_to = Some(NodeId(1 + rng.below(5)));
+        view.switchover_to = Some(1 + rng.below(5));
     }
     view
 }
@@ -184,8 +185,8 @@ fn node_never_holds_without_lease_or_ownership() {
     };
     for case in 0..CASES {
         let view = random_view(&mut rng);
-        let me = NodeId(1 + rng.below(4));
-        let role = if me == NodeId(3) {
+        let me = 1 + rng.below(4);
+        let role = if me == 3 {
             Role::Witness
         } else {
             Role::Management
@@ -219,7 +220,8 @@ fn node_never_holds_without_lease_or_ownership() {
         };
         let d = node::decide(&input);
         let context = format!(
-            "case {case}: me {me} {view:?} lease {lease_until:?} {resources:?} -> {}",
+            "case {case}: me {} {view:?} lease {lease_until:?} {resources:?} -> {}",
+            node_label(me),
             d.reason
         );
         let lease_valid = lease_until.is_some_and(|until| now < until);

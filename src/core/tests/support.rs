@@ -10,19 +10,20 @@ use std::collections::BTreeMap;
 
 use crate::core::leader::{self, LeaderAction, LeaderInput};
 use crate::core::node::{self, NodeAction, NodeInput};
+use crate::core::state::{ClusterState, Command, NodeMarks, Request};
 use crate::core::{
     ClusterView, Decision, FenceHook, Millis, NodeId, NodeView, Owner, PeerHealth, ResourceState,
     ResourceStatus, Role, Timing,
 };
 
 /// Management node `node1`.
-pub const N1: NodeId = NodeId(1);
+pub const N1: NodeId = 1;
 /// Management node `node2`.
-pub const N2: NodeId = NodeId(2);
+pub const N2: NodeId = 2;
 /// The witness.
-pub const W: NodeId = NodeId(3);
+pub const W: NodeId = 3;
 /// An optional third management node `node4` (see [`ViewExt::with_node4`]).
-pub const N4: NodeId = NodeId(4);
+pub const N4: NodeId = 4;
 
 /// The group's resources in start order.
 pub const GROUP: [&str; 4] = ["drbd", "fs", "mysql", "vip"];
@@ -382,43 +383,89 @@ impl NodeScene {
     }
 }
 
-/// Applies a committed leader action to `view` as the state machine would, at log `index`.
-/// A grant whose `replaces` no longer matches is refused (returns false).
+/// The replicated state `view` was made from: its owner, marks, pause and switchover. The
+/// view does not carry which epoch a failure was last counted for, so none is.
+fn state_of(view: &ClusterView) -> ClusterState {
+    ClusterState {
+        owner: view.owner,
+        released: view.released,
+        paused: view.paused,
+        switchover_to: view.switchover_to,
+        nodes: view
+            .nodes
+            .iter()
+            .map(|(id, node)| {
+                let marks = NodeMarks {
+                    standby: node.standby,
+                    outdated: node.outdated,
+                    fail_count: node.fail_count,
+                    last_failed_epoch: None,
+                };
+                (*id, marks)
+            })
+            .collect(),
+        history: Default::default(),
+    }
+}
+
+/// Commits `command` at log `index` through the real state machine and refreshes `view`
+/// from the result, keeping its members. True when the state machine applied it.
+fn commit(view: &mut ClusterView, index: u64, command: Command) -> bool {
+    let mut state = state_of(view);
+    let request = Request {
+        command,
+        requested_by: "test".into(),
+        reason: "scenario".into(),
+        at_unix_ms: 0,
+    };
+    let response = state.apply(index, &request);
+    let members: Vec<(NodeId, String, Role)> = view
+        .nodes
+        .iter()
+        .map(|(id, node)| (*id, node.name.clone(), node.role))
+        .collect();
+    *view = state.view(
+        members
+            .iter()
+            .map(|(id, name, role)| (*id, name.as_str(), *role)),
+    );
+    response.refused.is_none()
+}
+
+/// Commits a leader action at log `index` as the leader proposes it and the state machine
+/// applies it. A grant whose `replaces` no longer matches is refused (returns false); the
+/// fencing hook commits nothing.
 pub fn commit_leader(view: &mut ClusterView, action: &LeaderAction, index: u64) -> bool {
     match action {
-        LeaderAction::GrantOwnership { node, replaces } => {
-            if view.owner != *replaces {
-                return false;
-            }
-            view.owner = Some(Owner {
+        LeaderAction::GrantOwnership { node, replaces } => commit(
+            view,
+            index,
+            Command::GrantOwnership {
                 node: *node,
-                epoch: index,
-            });
-            view.released = None;
-            view.switchover_to = None;
-            true
-        }
+                expected: replaces.map(|owner| owner.epoch),
+            },
+        ),
         LeaderAction::RunFenceHook { .. } => false,
     }
 }
 
-/// Applies `me`'s committing actions (release, failure) to `view` as the state machine would.
+/// Commits `me`'s committing actions (release, failure) to `view` as the node proposes them
+/// and the state machine applies them, each at the next log index.
 pub fn commit_node(view: &mut ClusterView, me: NodeId, actions: &[NodeAction]) {
+    let mut index = view.owner.map_or(0, |owner| owner.epoch);
     for action in actions {
-        match action {
-            NodeAction::CommitReleased { epoch }
-                if view.owner
-                    == Some(Owner {
-                        node: me,
-                        epoch: *epoch,
-                    }) =>
-            {
-                view.released = Some(*epoch);
-            }
-            NodeAction::RecordFailure { .. } => {
-                view.nodes.get_mut(&me).expect("member").fail_count += 1;
-            }
-            _ => {}
-        }
+        let command = match action {
+            NodeAction::CommitReleased { epoch } => Command::Release {
+                node: me,
+                epoch: *epoch,
+            },
+            NodeAction::RecordFailure { epoch } => Command::RecordFailure {
+                node: me,
+                epoch: *epoch,
+            },
+            _ => continue,
+        };
+        index += 1;
+        commit(view, index, command);
     }
 }

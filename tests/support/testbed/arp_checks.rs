@@ -1,4 +1,4 @@
-//! The client-side half of checker 1 (TESTBED.md): what host `c` learns about the VIP over ARP,
+//! The client-side half of checker 1 (docs/TESTBED.md): what host `c` learns about the VIP over ARP,
 //! and whether its neighbour entry follows the owner. Pure functions and records only, so the
 //! offline re-check includes this file by path (see `checks.rs`).
 //!

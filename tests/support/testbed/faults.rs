@@ -1,4 +1,4 @@
-//! Fault injection, as TESTBED.md lists it. Every fault is a step of the run's schedule; the
+//! Fault injection, as docs/TESTBED.md lists it. Every fault is a step of the run's schedule; the
 //! returned instant (monotonic ns) is when the fault took effect, the start of the timings.
 //!
 //! Network faults act in the switch namespace only: a cable is the host's switch port

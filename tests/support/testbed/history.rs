@@ -17,7 +17,7 @@ pub use super::checks::parse_utc;
 
 /// `CLOCK_MONOTONIC` in nanoseconds.
 pub fn mono_ns() -> u64 {
-    quorate::resources::ledger::monotonic_ns()
+    quorate::clock::monotonic_ns()
 }
 
 fn wall_ns() -> u64 {

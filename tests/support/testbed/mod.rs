@@ -1,4 +1,4 @@
-//! The multi-host failover testbed of TESTBED.md: a switch namespace `sw` (bridge `br0`, no IP,
+//! The multi-host failover testbed of docs/TESTBED.md: a switch namespace `sw` (bridge `br0`, no IP,
 //! no uplink) and hosts `a`, `b` (management nodes), `w` (witness) and `c` (client) on
 //! 198.18.0.0/24, each with its own network and mount namespace and cgroup, running the real
 //! `quorate-agent`/`quorate-witness` binaries over real resource groups (DRBD stand-in, ext4

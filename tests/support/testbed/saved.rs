@@ -247,7 +247,7 @@ impl Verdict {
     }
 }
 
-/// Runs every checker on `run`, in TESTBED.md's order.
+/// Runs every checker on `run`, in docs/TESTBED.md's order.
 pub fn check_run(run: &SavedRun) -> Vec<Verdict> {
     let s = &run.scenario;
     let mut verdicts = vec![Verdict::new("vip", checks::check_vip(&run.vip))];

@@ -2,10 +2,10 @@
 //! command lines and error recoveries against a scripted in-process runner.
 
 use super::*;
-use crate::resources::runner::RecordingRunner;
+use crate::command::RecordingRunner;
 use std::sync::Mutex;
 
-fn status(role: &str, disk: &str, peers: &[(&str, &str, &str)]) -> ResourceStatus {
+fn status(role: &str, disk: &str, peers: &[(&str, &str, &str)]) -> DrbdStatus {
     let connections: Vec<String> = peers
         .iter()
         .enumerate()
@@ -301,12 +301,8 @@ fn validate_lists_each_problem() {
         command_timeout_ms: 5,
         settle_timeout_ms: 1_000_000,
     };
-    let problems = DrbdAgent::new(
-        "drbd",
-        config,
-        Arc::new(crate::resources::runner::SystemRunner),
-    )
-    .validate();
+    let problems =
+        DrbdAgent::new("drbd", config, Arc::new(crate::command::SystemRunner)).validate();
     assert_eq!(problems.len(), 5, "{problems:#?}");
     assert!(problems[0].contains("resource"));
     assert!(problems[1].contains("absolute"));

@@ -5,7 +5,7 @@
 //! deadlines. It is untrusted input: `deny_unknown_fields`, and [`MysqlConfig::problems`] lists
 //! every problem at once, one line each, before anything is started.
 
-use crate::resources::mysql_probe::Endpoint;
+use crate::resources::mysql::probe::Endpoint;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

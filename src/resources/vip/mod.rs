@@ -2,7 +2,7 @@
 //!
 //! `start` adds the address to the configured interface over netlink (idempotent: an address
 //! already there is kept) and then announces it with a burst of gratuitous ARP (see
-//! [`crate::resources::garp`] for the frame forms), so clients switch to the new owner at once.
+//! [`garp`] for the frame forms), so clients switch to the new owner at once.
 //! `stop` and `fence` remove the address; removing an absent address succeeds. `monitor` asks
 //! the kernel whether the address is on the interface.
 //!
@@ -13,10 +13,16 @@
 //! Limitations: IPv4 only (IPv6 would need unsolicited neighbour advertisements), one address
 //! per agent, and no check that another host already answers for the address (that is what
 //! ownership through Raft is for).
+//!
+//! This folder holds the agent (here) and the two kernel interfaces only it uses: [`netlink`]
+//! for the addresses and [`garp`] for the announcements.
+
+pub mod garp;
+pub mod netlink;
 
 use crate::resources::agent::{ActionContext, AgentError, Recovery, ResourceAgent, ResourceState};
-use crate::resources::garp::PacketSender;
-use crate::resources::netlink::{self, format_mac, NetlinkError};
+use crate::resources::vip::garp::PacketSender;
+use crate::resources::vip::netlink::{format_mac, NetlinkError};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};

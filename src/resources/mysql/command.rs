@@ -1,31 +1,19 @@
-//! The MySQL agent: runs MariaDB/MySQL on the owner node and makes sure it is down everywhere else.
+//! The command launcher of the MySQL agent: quorate spawns mysqld itself and tracks it.
 //!
-//! mysqld is launched one of two ways:
-//! - **command**: quorate spawns a configured command line that runs mysqld in the foreground,
-//!   in its own process group, with output appended to a log file, and tracks it in a pid file
-//!   (pid plus start time, so a reused pid is never mistaken for it, even after quorate restarts);
-//! - **systemd**: `systemctl start|stop|kill` on a configured unit.
-//!
-//! Either way, "running" means the server accepts a login with the configured user and answers
-//! `SELECT 1` ([`crate::resources::mysql_probe`]). Start returns only then, or fails within the
-//! start timeout; a start that fails after spawning stops what it spawned, so no half-started
-//! mysqld stays behind. Stop is graceful (SIGTERM or `systemctl stop`, which let InnoDB flush and
-//! close cleanly) until its deadline, then SIGKILL; a process that survives even that makes stop
-//! fail with [`Recovery::Fence`]. Fence is SIGKILL at once: when the lease ran out, the fastest way
-//! to stop accepting writes wins over a clean shutdown, and InnoDB recovers on the next start.
+//! The configured command line runs mysqld in the foreground, in its own process group, with
+//! stdout and stderr appended to the log file. The pid file records pid plus start time
+//! ([`ProcessId`]), written atomically, so a reused pid is never mistaken for our mysqld, even
+//! after quorate restarts; the child handle is kept too, so its exit is reaped and seen at once.
+//! A pid file with no live process means mysqld crashed or was killed without a stop.
 
-use crate::resources::agent::{ActionContext, AgentError, Recovery, ResourceAgent, ResourceState};
-use crate::resources::mysql_config::Launch;
-pub use crate::resources::mysql_config::MysqlConfig;
-use crate::resources::mysql_probe::{probe, Endpoint, ProbeError};
+use crate::resources::agent::{ActionContext, AgentError, Recovery, ResourceState};
+use crate::resources::mysql::probe::{Endpoint, ProbeError};
+use crate::resources::mysql::MysqlAgent;
 use crate::resources::procs::{self, ProcessId};
-use crate::resources::runner::CommandRunner;
-use async_trait::async_trait;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, Write};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -48,60 +36,7 @@ struct PidRecord {
     start_ticks: u64,
 }
 
-/// Starts, stops, watches and fences one MySQL/MariaDB server.
-pub struct MysqlAgent {
-    name: String,
-    config: MysqlConfig,
-    runner: Arc<dyn CommandRunner>,
-    /// The mysqld this process spawned, kept so it can be reaped and its exit seen at once.
-    child: tokio::sync::Mutex<Option<tokio::process::Child>>,
-}
-
 impl MysqlAgent {
-    /// A MySQL resource called `name`; systemd commands go through `runner`.
-    pub fn new(name: &str, config: MysqlConfig, runner: Arc<dyn CommandRunner>) -> Self {
-        MysqlAgent {
-            name: name.to_string(),
-            config,
-            runner,
-            child: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    /// The agent's settings.
-    pub fn config(&self) -> &MysqlConfig {
-        &self.config
-    }
-
-    fn timeout(ms: u64) -> Duration {
-        Duration::from_millis(ms)
-    }
-
-    fn fail(&self, ctx: &ActionContext, recovery: Recovery, reason: String) -> AgentError {
-        tracing::error!(resource = %self.name, epoch = ctx.epoch, reason = %reason, "mysql action failed");
-        AgentError::new(&self.name, recovery, reason)
-    }
-
-    fn bad_config(&self, ctx: &ActionContext, problem: String) -> AgentError {
-        self.fail(
-            ctx,
-            Recovery::MoveAway,
-            format!("invalid config: {problem}"),
-        )
-    }
-
-    async fn probe(&self, endpoint: &Endpoint) -> Result<(), ProbeError> {
-        probe(
-            endpoint,
-            &self.config.user,
-            &self.config.password,
-            Self::timeout(self.config.monitor_timeout_ms),
-        )
-        .await
-    }
-
-    // ---- command mode: the pid file and the process -------------------------------------
-
     async fn tracked(&self, pid_file: &Path) -> Tracked {
         if let Some(child) = self.child.lock().await.as_mut() {
             // Reap our own child if it ended, so it is seen as gone, not as a zombie.
@@ -231,42 +166,20 @@ impl MysqlAgent {
         Ok((id, offset))
     }
 
-    /// Waits until the server answers, our process dies, or the deadline passes.
-    async fn wait_ready(
-        &self,
-        ctx: &ActionContext,
-        endpoint: &Endpoint,
-        id: Option<ProcessId>,
-        deadline: Instant,
-    ) -> Result<(), String> {
-        loop {
-            if let Some(id) = id {
-                if let Some(child) = self.child.lock().await.as_mut() {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        return Err(format!(
-                            "mysqld (pid {}) exited during start: {status}",
-                            id.pid
-                        ));
-                    }
-                }
-                if !procs::is_alive(id) {
-                    return Err(format!("mysqld (pid {}) exited during start", id.pid));
-                }
-            }
-            let last = match self.probe(endpoint).await {
-                Ok(()) => return Ok(()),
-                Err(e @ ProbeError::Refused { .. }) => return Err(e.to_string()),
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "not ready within {:?}: {last}",
-                    Self::timeout(self.config.start_timeout_ms)
+    /// Why the mysqld this start spawned no longer runs, or `None` while it runs.
+    pub(super) async fn exited_during_start(&self, id: ProcessId) -> Option<String> {
+        if let Some(child) = self.child.lock().await.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(format!(
+                    "mysqld (pid {}) exited during start: {status}",
+                    id.pid
                 ));
             }
-            tracing::debug!(resource = %self.name, epoch = ctx.epoch, reason = %last, "waiting for mysqld");
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        if !procs::is_alive(id) {
+            return Some(format!("mysqld (pid {}) exited during start", id.pid));
+        }
+        None
     }
 
     /// Ends the tracked process: SIGTERM and `grace` (none: SIGKILL at once), then SIGKILL.
@@ -330,7 +243,9 @@ impl MysqlAgent {
         }
     }
 
-    async fn start_command(
+    /// Starts mysqld from the command line (or adopts the one already tracked) and waits until it
+    /// answers; a start that fails stops what it spawned.
+    pub(super) async fn start_command(
         &self,
         ctx: &ActionContext,
         endpoint: &Endpoint,
@@ -402,7 +317,8 @@ impl MysqlAgent {
         }
     }
 
-    async fn stop_command(
+    /// Ends the tracked mysqld: SIGTERM and `grace` (none: SIGKILL at once), then SIGKILL.
+    pub(super) async fn stop_command(
         &self,
         ctx: &ActionContext,
         pid_file: &Path,
@@ -430,7 +346,12 @@ impl MysqlAgent {
         }
     }
 
-    async fn monitor_command(&self, endpoint: &Endpoint, pid_file: &Path) -> ResourceState {
+    /// Running when the tracked mysqld lives and answers; a server quorate did not start fails.
+    pub(super) async fn monitor_command(
+        &self,
+        endpoint: &Endpoint,
+        pid_file: &Path,
+    ) -> ResourceState {
         match self.tracked(pid_file).await {
             Tracked::None => match self.probe(endpoint).await {
                 Ok(()) => ResourceState::Failed(format!(
@@ -453,175 +374,5 @@ impl MysqlAgent {
                 ResourceState::Failed(format!("pid file unreadable: {why}"))
             }
         }
-    }
-
-    // ---- systemd mode ----------------------------------------------------------------------
-
-    async fn systemctl(
-        &self,
-        ctx: Option<&ActionContext>,
-        args: &[&str],
-        timeout: Duration,
-    ) -> Result<String, String> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        tracing::info!(resource = %self.name, epoch = ctx.map(|c| c.epoch), command = ?args, "systemctl");
-        match self.runner.run("systemctl", &args, timeout).await {
-            Ok(out) if out.success() => Ok(out.stdout.trim().to_string()),
-            Ok(out) => Err(format!(
-                "systemctl {} failed ({:?}): {}{}",
-                args.join(" "),
-                out.code,
-                out.stdout.trim(),
-                out.stderr.trim()
-            )),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    /// `systemctl is-active`: "active", "inactive", "failed", "activating", ... (exit code aside).
-    async fn unit_state(&self, unit: &str) -> String {
-        let args = vec!["is-active".to_string(), unit.to_string()];
-        let timeout = Self::timeout(self.config.monitor_timeout_ms);
-        match self.runner.run("systemctl", &args, timeout).await {
-            Ok(out) => out.stdout.trim().to_string(),
-            Err(e) => format!("unknown ({e})"),
-        }
-    }
-
-    async fn stop_systemd(
-        &self,
-        ctx: &ActionContext,
-        unit: &str,
-        hard: bool,
-    ) -> Result<(), AgentError> {
-        let kill_wait = Self::timeout(self.config.kill_timeout_ms);
-        if hard {
-            if let Err(e) = self
-                .systemctl(Some(ctx), &["kill", "--signal=SIGKILL", unit], kill_wait)
-                .await
-            {
-                tracing::warn!(resource = %self.name, epoch = ctx.epoch, reason = %e, "systemctl kill failed; stopping the unit");
-            }
-        }
-        // `stop` also cancels any restart the unit would do after the kill.
-        let grace = if hard {
-            kill_wait
-        } else {
-            Self::timeout(self.config.stop_timeout_ms)
-        };
-        if let Err(e) = self.systemctl(Some(ctx), &["stop", unit], grace).await {
-            tracing::warn!(resource = %self.name, epoch = ctx.epoch, reason = %e, "graceful stop failed; killing the unit");
-            let _ = self
-                .systemctl(Some(ctx), &["kill", "--signal=SIGKILL", unit], kill_wait)
-                .await;
-            let _ = self.systemctl(Some(ctx), &["stop", unit], kill_wait).await;
-        }
-        match self.unit_state(unit).await.as_str() {
-            "inactive" | "failed" => Ok(()),
-            other => Err(self.fail(
-                ctx,
-                Recovery::Fence,
-                format!("unit {unit} is still {other} after stop and SIGKILL"),
-            )),
-        }
-    }
-}
-
-#[async_trait]
-impl ResourceAgent for MysqlAgent {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> &'static str {
-        "mysql"
-    }
-
-    fn validate(&self) -> Vec<String> {
-        self.config.problems()
-    }
-
-    async fn start(&self, ctx: &ActionContext) -> Result<(), AgentError> {
-        let endpoint = self
-            .config
-            .endpoint()
-            .map_err(|e| self.bad_config(ctx, e))?;
-        match self.config.launch().map_err(|e| self.bad_config(ctx, e))? {
-            Launch::Command {
-                argv,
-                pid_file,
-                log_file,
-            } => {
-                self.start_command(ctx, &endpoint, argv, pid_file, log_file)
-                    .await
-            }
-            Launch::Systemd { unit } => {
-                let deadline = Instant::now() + Self::timeout(self.config.start_timeout_ms);
-                self.systemctl(
-                    Some(ctx),
-                    &["start", unit],
-                    Self::timeout(self.config.start_timeout_ms),
-                )
-                .await
-                .map_err(|e| self.fail(ctx, Recovery::MoveAway, e))?;
-                self.wait_ready(ctx, &endpoint, None, deadline)
-                    .await
-                    .map_err(|why| {
-                        self.fail(ctx, Recovery::MoveAway, format!("start failed: {why}"))
-                    })
-            }
-        }
-    }
-
-    async fn stop(&self, ctx: &ActionContext) -> Result<(), AgentError> {
-        match self.config.launch().map_err(|e| self.bad_config(ctx, e))? {
-            Launch::Command { pid_file, .. } => {
-                self.stop_command(ctx, pid_file, Self::timeout(self.config.stop_timeout_ms))
-                    .await?
-            }
-            Launch::Systemd { unit } => self.stop_systemd(ctx, unit, false).await?,
-        }
-        tracing::info!(resource = %self.name, epoch = ctx.epoch, "mysqld stopped");
-        Ok(())
-    }
-
-    async fn monitor(&self) -> ResourceState {
-        let endpoint = match self.config.endpoint() {
-            Ok(e) => e,
-            Err(e) => return ResourceState::Failed(format!("invalid config: {e}")),
-        };
-        let work = async {
-            match self.config.launch() {
-                Err(e) => ResourceState::Failed(format!("invalid config: {e}")),
-                Ok(Launch::Command { pid_file, .. }) => {
-                    self.monitor_command(&endpoint, pid_file).await
-                }
-                Ok(Launch::Systemd { unit }) => match self.unit_state(unit).await.as_str() {
-                    "active" => match self.probe(&endpoint).await {
-                        Ok(()) => ResourceState::Running,
-                        Err(e) => ResourceState::Failed(format!("unit {unit} is active but {e}")),
-                    },
-                    "inactive" => ResourceState::Stopped,
-                    other => ResourceState::Failed(format!("unit {unit} is {other}")),
-                },
-            }
-        };
-        // One probe may use the whole monitor timeout; the pid and unit checks get a little more.
-        let limit = Self::timeout(self.config.monitor_timeout_ms) + Duration::from_secs(1);
-        match tokio::time::timeout(limit, work).await {
-            Ok(state) => state,
-            Err(_) => ResourceState::Failed(format!("monitor took longer than {limit:?}")),
-        }
-    }
-
-    async fn fence(&self, ctx: &ActionContext) -> Result<(), AgentError> {
-        match self.config.launch().map_err(|e| self.bad_config(ctx, e))? {
-            Launch::Command { pid_file, .. } => {
-                self.stop_command(ctx, pid_file, Duration::ZERO).await?
-            }
-            Launch::Systemd { unit } => self.stop_systemd(ctx, unit, true).await?,
-        }
-        tracing::warn!(resource = %self.name, epoch = ctx.epoch, "mysqld killed (fence)");
-        Ok(())
     }
 }

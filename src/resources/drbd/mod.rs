@@ -6,7 +6,7 @@
 //!
 //! | action | command |
 //! |---|---|
-//! | read state | `drbdsetup status <res> --json` (parsed once, see [`drbd_status`]) |
+//! | read state | `drbdsetup status <res> --json` (parsed once, see [`status`]) |
 //! | promote | `drbdadm primary <res>` |
 //! | forced promote | `drbdadm primary --force <res>` |
 //! | demote | `drbdadm secondary <res>` |
@@ -25,13 +25,16 @@
 //! `monitor`: Primary with every volume UpToDate is running, Secondary is stopped, anything else
 //! failed. `stop` and `fence` demote; a demotion that fails (device still open) asks for fencing.
 //!
-//! [`drbd_status`]: crate::resources::drbd_status
+//! This folder holds the agent (here), the parser of `drbdsetup status --json` ([`status`]) and
+//! the agent's unit tests (`tests.rs`).
 
+pub mod status;
+
+use crate::command::{CommandOutput, CommandRunner, RunError};
 use crate::resources::agent::{ActionContext, AgentError, Recovery, ResourceAgent, ResourceState};
-use crate::resources::drbd_status::{
-    parse_status, DiskState, ResourceStatus, Role, StatusParseError,
+use crate::resources::drbd::status::{
+    parse_status, DiskState, DrbdRole, DrbdStatus, StatusParseError,
 };
-use crate::resources::runner::{CommandOutput, CommandRunner, RunError};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::PermissionsExt;
@@ -104,9 +107,9 @@ pub enum PromotionPlan {
 }
 
 /// Decides how (and whether) to promote; pure, so every rule has a test.
-pub fn plan_promotion(status: &ResourceStatus, policy: ForcePrimary) -> PromotionPlan {
+pub fn plan_promotion(status: &DrbdStatus, policy: ForcePrimary) -> PromotionPlan {
     let disk = status.local_disk();
-    if status.role == Role::Primary {
+    if status.role == DrbdRole::Primary {
         return if disk == DiskState::UpToDate {
             PromotionPlan::AlreadyPrimary
         } else {
@@ -238,7 +241,7 @@ impl DrbdAgent {
     }
 
     /// Reads and parses `drbdsetup status <res> --json`.
-    pub async fn status(&self, epoch: Option<u64>) -> Result<ResourceStatus, DrbdStatusError> {
+    pub async fn status(&self, epoch: Option<u64>) -> Result<DrbdStatus, DrbdStatusError> {
         let program = self.config.drbdsetup.clone();
         let out = self
             .run(
@@ -328,7 +331,7 @@ impl DrbdAgent {
     /// Demotes; shared by `stop` and `fence`. Any failure asks for fencing.
     async fn demote(&self, ctx: &ActionContext, action: &'static str) -> Result<(), AgentError> {
         match self.status(Some(ctx.epoch)).await {
-            Ok(status) if status.role != Role::Primary => {
+            Ok(status) if status.role != DrbdRole::Primary => {
                 tracing::info!(resource = %self.name, epoch = ctx.epoch, action,
                     state = %status.summary(), "DRBD already not Primary");
                 return Ok(());
@@ -369,7 +372,7 @@ impl DrbdAgent {
             ));
         }
         match self.status(Some(ctx.epoch)).await {
-            Ok(status) if status.role == Role::Secondary => {
+            Ok(status) if status.role == DrbdRole::Secondary => {
                 tracing::info!(resource = %self.name, epoch = ctx.epoch, action, "DRBD Secondary");
                 Ok(())
             }
@@ -493,7 +496,7 @@ impl ResourceAgent for DrbdAgent {
     async fn monitor(&self) -> ResourceState {
         match self.status(None).await {
             Ok(status) if status.is_serving() => ResourceState::Running,
-            Ok(status) if status.role == Role::Secondary => ResourceState::Stopped,
+            Ok(status) if status.role == DrbdRole::Secondary => ResourceState::Stopped,
             Ok(status) => ResourceState::Failed(status.summary()),
             Err(e) => ResourceState::Failed(e.to_string()),
         }
@@ -505,5 +508,4 @@ impl ResourceAgent for DrbdAgent {
 }
 
 #[cfg(test)]
-#[path = "drbd_tests.rs"]
 mod tests;

@@ -19,9 +19,9 @@
 use serde::Deserialize;
 use std::fmt;
 
-/// A node's role for a resource.
+/// A node's DRBD role for a resource (not its [`crate::core::Role`] in the cluster).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
+pub enum DrbdRole {
     /// May write; at most one node should be Primary.
     Primary,
     /// Receives replication; cannot be written.
@@ -132,20 +132,20 @@ pub struct Peer {
     /// The connection to it.
     pub connection: ConnectionState,
     /// Its role, `Unknown` while not connected.
-    pub role: Role,
+    pub role: DrbdRole,
     /// Its volumes.
     pub volumes: Vec<PeerVolume>,
 }
 
-/// The status of one resource on this node.
+/// The status of one DRBD resource on this node, as `drbdsetup status --json` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResourceStatus {
+pub struct DrbdStatus {
     /// The resource name.
     pub name: String,
     /// This node's DRBD node id.
     pub node_id: u32,
     /// This node's role.
-    pub role: Role,
+    pub role: DrbdRole,
     /// True when I/O is suspended (for example while the fence-peer handler runs).
     pub suspended: bool,
     /// Local volumes.
@@ -204,7 +204,7 @@ impl fmt::Display for DiskState {
     }
 }
 
-impl fmt::Display for Role {
+impl fmt::Display for DrbdRole {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{self:?}")
     }
@@ -219,12 +219,12 @@ impl fmt::Display for ConnectionState {
     }
 }
 
-impl Role {
+impl DrbdRole {
     fn parse(text: &str) -> Self {
         match text {
-            "Primary" => Role::Primary,
-            "Secondary" => Role::Secondary,
-            _ => Role::Unknown,
+            "Primary" => DrbdRole::Primary,
+            "Secondary" => DrbdRole::Secondary,
+            _ => DrbdRole::Unknown,
         }
     }
 }
@@ -281,7 +281,7 @@ impl Peer {
     }
 }
 
-impl ResourceStatus {
+impl DrbdStatus {
     /// The worst local disk state over all volumes (`Diskless` when there are none).
     pub fn local_disk(&self) -> DiskState {
         worst(self.volumes.iter().map(|v| &v.disk))
@@ -289,14 +289,14 @@ impl ResourceStatus {
 
     /// True when this node is Primary with every local volume UpToDate.
     pub fn is_serving(&self) -> bool {
-        self.role == Role::Primary && self.local_disk() == DiskState::UpToDate
+        self.role == DrbdRole::Primary && self.local_disk() == DiskState::UpToDate
     }
 
     /// Connected peers that are Primary.
     pub fn connected_primaries(&self) -> impl Iterator<Item = &Peer> {
         self.peers
             .iter()
-            .filter(|p| p.is_connected() && p.role == Role::Primary)
+            .filter(|p| p.is_connected() && p.role == DrbdRole::Primary)
     }
 
     /// One line for logs and errors, e.g. `r0 Secondary/UpToDate, b: Connected Primary/UpToDate`.
@@ -365,17 +365,17 @@ struct RawPeerDevice {
 }
 
 /// Parses `drbdsetup status <resource> --json` output and returns that resource's status.
-pub fn parse_status(json: &str, resource: &str) -> Result<ResourceStatus, StatusParseError> {
+pub fn parse_status(json: &str, resource: &str) -> Result<DrbdStatus, StatusParseError> {
     let all: Vec<RawResource> =
         serde_json::from_str(json).map_err(|e| StatusParseError::Malformed(e.to_string()))?;
     let raw = all
         .into_iter()
         .find(|r| r.name == resource)
         .ok_or_else(|| StatusParseError::NotFound(resource.to_string()))?;
-    Ok(ResourceStatus {
+    Ok(DrbdStatus {
         name: raw.name,
         node_id: raw.node_id,
-        role: Role::parse(&raw.role),
+        role: DrbdRole::parse(&raw.role),
         suspended: raw.suspended,
         volumes: raw
             .devices
@@ -393,7 +393,7 @@ pub fn parse_status(json: &str, resource: &str) -> Result<ResourceStatus, Status
                 node_id: c.peer_node_id,
                 name: c.name,
                 connection: ConnectionState::parse(&c.connection_state),
-                role: Role::parse(&c.peer_role),
+                role: DrbdRole::parse(&c.peer_role),
                 volumes: c
                     .peer_devices
                     .into_iter()
@@ -499,7 +499,7 @@ mod tests {
         let s = parse_status(SECONDARY_CONNECTED, "r0").unwrap();
         assert_eq!(s.name, "r0");
         assert_eq!(s.node_id, 2);
-        assert_eq!(s.role, Role::Secondary);
+        assert_eq!(s.role, DrbdRole::Secondary);
         assert!(!s.suspended);
         assert_eq!(
             s.volumes,
@@ -514,7 +514,7 @@ mod tests {
         assert_eq!(peer.node_id, 1);
         assert_eq!(peer.name, "node-a");
         assert_eq!(peer.connection, ConnectionState::Connected);
-        assert_eq!(peer.role, Role::Primary);
+        assert_eq!(peer.role, DrbdRole::Primary);
         assert_eq!(peer.volumes[0].replication, ReplicationState::Established);
         assert_eq!(peer.disk(), DiskState::UpToDate);
         assert!(!s.is_serving());
@@ -531,7 +531,7 @@ mod tests {
         let s = parse_status(PRIMARY_PEER_OUTDATED, "r0").unwrap();
         assert!(s.is_serving());
         assert_eq!(s.peers[0].connection, ConnectionState::Connecting);
-        assert_eq!(s.peers[0].role, Role::Unknown);
+        assert_eq!(s.peers[0].role, DrbdRole::Unknown);
         assert_eq!(s.peers[0].disk(), DiskState::Outdated);
         assert_eq!(s.peers[0].volumes[0].replication, ReplicationState::Off);
         assert_eq!(s.peers[1].disk(), DiskState::Diskless);

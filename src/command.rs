@@ -1,5 +1,7 @@
-//! Every external command a resource agent runs goes through one [`CommandRunner`], so the
-//! commands are logged in one place and tests can record or script them.
+//! Every external command quorate runs goes through one [`CommandRunner`]: the resource
+//! agents' commands (DRBD, MySQL, systemd) and the leader's fencing hook. So the commands are
+//! logged in one place, each runs under a deadline and is killed when it misses it, its output
+//! is captured, and tests can record or script them.
 
 use async_trait::async_trait;
 use std::sync::{Arc, Mutex};

@@ -1,10 +1,15 @@
-//! The admin service: what operators and `quoratectl` ask any member.
+//! The admin server: answers what operators and `quoratectl` ask any member.
 //!
 //! `Status` is answered by whichever member is asked: it reports itself and asks every other
 //! member for its `LocalStatus` in parallel, each with a short deadline, so an unreachable
 //! member shows up as unreachable instead of stalling the answer. Changes (switchover,
 //! pause, standby, failure reset) are checked here against the committed state, then
-//! committed through the leader; a refusal names the reason.
+//! committed through the leader; a refusal names the reason. A switchover target that the
+//! committed marks exclude is refused in the words of [`Ineligible`], the same the leader
+//! uses when it declines a switchover by itself.
+//!
+//! The server reaches the arbiter (the leader's reason, committing a change) only through
+//! [`AdminHandler`], which the arbiter implements.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,15 +19,29 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::pb::{self, admin_client, admin_server};
-use super::peer::lazy_channel;
-use crate::arbiter::clock;
-use crate::arbiter::ownership::{unix_ms, Ownership};
-use crate::arbiter::propose::Proposer;
-use crate::consensus::state::{self, Command};
+use super::convert::{history_entry, resource_states, server_state_name};
+use crate::arbiter::view::cluster_view;
+use crate::clock::{self, wall_ms};
+use crate::consensus::state::{self, ClusterState, Command};
 use crate::consensus::store::AppliedState;
 use crate::consensus::types::{Member, NodeId, Raft, Role};
-use crate::status::{ClusterStatus, HistoryLine, MemberStatus, NodeNotes};
+use crate::core::time::{Millis, Timing};
+use crate::core::view::Ineligible;
+use crate::rpc::pb::{self, admin_client, admin_server};
+use crate::rpc::peer::client::lazy_channel;
+use crate::rpc::peer::PROPOSE_TIMEOUT;
+use crate::status::NodeNotes;
+
+/// What the admin server asks of the arbiter it serves.
+#[async_trait::async_trait]
+pub trait AdminHandler: Send + Sync + 'static {
+    /// The leader's latest decision, as a sentence, while this node leads.
+    fn leader_says(&self) -> Option<String>;
+
+    /// Commits `request` through the leader and returns the state machine's answer (which
+    /// may be a refusal, in `Response::refused`), or why it was not committed.
+    async fn propose(&self, request: state::Request) -> Result<state::Response, String>;
+}
 
 /// How long `Status` waits for each other member.
 const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_millis(700);
@@ -41,12 +60,11 @@ pub struct AdminContext {
     pub notes: Arc<NodeNotes>,
     /// The committed state.
     pub applied: watch::Receiver<Arc<AppliedState>>,
-    /// Commits changes through the leader.
-    pub proposer: Arc<Proposer>,
-    /// The leader-side ownership service (for the leader's reason).
-    pub ownership: Arc<Ownership>,
-    /// Failures after which a node is no longer given the group.
-    pub migration_threshold: u32,
+    /// The arbiter: the leader's reason, and commits through the leader.
+    pub handler: Arc<dyn AdminHandler>,
+    /// The cluster's timing, for the marks that exclude a switchover target (the migration
+    /// threshold).
+    pub timing: Timing,
 }
 
 /// Serves the admin API of one member.
@@ -84,7 +102,7 @@ impl AdminService {
         let lease_remaining_ms = agent
             .as_ref()
             .and_then(|a| a.lease_until)
-            .map(|until| now.until(crate::core::time::Millis(until)))
+            .map(|until| now.until(Millis(until)))
             .filter(|ms| *ms > 0);
         pb::LocalStatusReply {
             node_id: c.node_id,
@@ -96,15 +114,10 @@ impl AdminService {
             waiting_reason: c.notes.waiting().unwrap_or_default(),
             doing: agent.as_ref().map(|a| a.reason.clone()).unwrap_or_default(),
             resources: agent
-                .map(|a| {
-                    a.resources
-                        .into_iter()
-                        .map(|(name, state)| pb::ResourceState { name, state })
-                        .collect()
-                })
+                .map(|a| resource_states(a.resources))
                 .unwrap_or_default(),
             lease_remaining_ms,
-            leader_says: c.ownership.reason().unwrap_or_default(),
+            leader_says: c.handler.leader_says().unwrap_or_default(),
         }
     }
 
@@ -166,11 +179,9 @@ impl AdminService {
     async fn route(&self) -> Result<Option<admin_client::AdminClient<Channel>>, Status> {
         let metrics = self.context.raft.metrics().borrow().clone();
         if metrics.state == openraft::ServerState::Leader {
-            let confirm = tokio::time::timeout(
-                super::peer::PROPOSE_TIMEOUT,
-                self.context.raft.ensure_linearizable(),
-            )
-            .await;
+            let confirm =
+                tokio::time::timeout(PROPOSE_TIMEOUT, self.context.raft.ensure_linearizable())
+                    .await;
             return match confirm {
                 Ok(Ok(_)) => Ok(None),
                 Ok(Err(e)) => Err(Status::aborted(format!(
@@ -205,9 +216,9 @@ impl AdminService {
             } else {
                 reason
             },
-            at_unix_ms: unix_ms(),
+            at_unix_ms: wall_ms(),
         };
-        match self.context.proposer.propose(request).await {
+        match self.context.handler.propose(request).await {
             Ok(response) => match response.refused {
                 None => Ok(Response::new(pb::AdminReply {
                     index: response.index,
@@ -215,14 +226,45 @@ impl AdminService {
                 })),
                 Some(why) => Err(Status::failed_precondition(why)),
             },
-            Err(e) => Err(Status::aborted(e.to_string())),
+            Err(e) => Err(Status::aborted(e)),
         }
     }
+}
+
+/// Why a switchover to `target` must be refused on the committed `state` alone, or `None`
+/// when only the target's reachability is left to check. Marks that exclude the target are
+/// worded by core's [`Ineligible::sentence`]: the leader's reason, then what the operator can do.
+fn switchover_refusal(
+    state: &ClusterState,
+    members: &BTreeMap<NodeId, Member>,
+    target: NodeId,
+    timing: &Timing,
+) -> Option<String> {
+    let view = cluster_view(state, members);
+    let name = view.name_of(target);
+    let excluded = view.marks_exclude(target, timing);
+    // A target that can never hold the group is named first, whatever else holds.
+    if let Some(why @ (Ineligible::NotAMember | Ineligible::Witness)) = &excluded {
+        return Some(why.sentence(&name));
+    }
+    if view.paused {
+        return Some("the cluster is paused; resume it first".into());
+    }
+    let Some(owner) = view.owner else {
+        return Some(
+            "no node owns the group yet; the leader gives it to the best node by itself".into(),
+        );
+    };
+    if owner.node == target && !view.owner_released() {
+        return Some(format!("{name} already owns the group"));
+    }
+    excluded.map(|why| why.sentence(&name))
 }
 
 /// The metadata key a forwarding member uses to pass on who asked.
 const REQUESTED_BY: &str = "quorate-requested-by";
 
+/// Who asked: the name a forwarding member passed on, or the caller's address.
 fn requester<T>(request: &Request<T>) -> String {
     if let Some(who) = request
         .metadata()
@@ -249,17 +291,6 @@ fn onward<T>(who: &str, message: T) -> Request<T> {
 
 /// How long a change forwarded to the leader may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(8);
-
-/// The lower-case name of an openraft server state.
-pub fn server_state_name(state: openraft::ServerState) -> &'static str {
-    match state {
-        openraft::ServerState::Leader => "leader",
-        openraft::ServerState::Follower => "follower",
-        openraft::ServerState::Candidate => "candidate",
-        openraft::ServerState::Learner => "learner",
-        openraft::ServerState::Shutdown => "shutdown",
-    }
-}
 
 #[tonic::async_trait]
 impl admin_server::Admin for AdminService {
@@ -359,40 +390,15 @@ impl admin_server::Admin for AdminService {
         }
         let (target, member) = self.member_by_name(&request.to)?;
         let applied = self.context.applied.borrow().clone();
-        let cluster_state = &applied.state;
-        let marks = cluster_state.marks(target);
         let refuse = |why: String| Err(Status::failed_precondition(why));
-        if member.role != Role::Management {
-            return refuse(format!(
-                "{} is a witness, which never holds the group",
-                member.name
-            ));
-        }
-        if cluster_state.paused {
-            return refuse("the cluster is paused; resume it first".into());
-        }
-        let Some(owner) = cluster_state.owner else {
-            return refuse(
-                "no node owns the group yet; the leader gives it to the best node by itself".into(),
-            );
-        };
-        if owner.node == target && !cluster_state.owner_released() {
-            return refuse(format!("{} already owns the group", member.name));
-        }
-        if marks.outdated {
-            return refuse(format!(
-                "{} is marked outdated (its data may be stale); it cannot take the group",
-                member.name
-            ));
-        }
-        if marks.standby {
-            return refuse(format!("{} is in standby; unstandby it first", member.name));
-        }
-        if marks.fail_count >= self.context.migration_threshold {
-            return refuse(format!(
-                "{} failed {} times (migration threshold {}); reset its failures first",
-                member.name, marks.fail_count, self.context.migration_threshold
-            ));
+        let committed = switchover_refusal(
+            &applied.state,
+            &self.context.members,
+            target,
+            &self.context.timing,
+        );
+        if let Some(why) = committed {
+            return refuse(why);
         }
         let reachable = if target == self.context.node_id {
             true
@@ -503,251 +509,128 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<pb::HistoryReply>, Status> {
         let applied = self.context.applied.borrow().clone();
         Ok(Response::new(pb::HistoryReply {
-            entries: applied
-                .state
-                .history
-                .iter()
-                .map(|h| pb::HistoryEntry {
-                    index: h.index,
-                    at_unix_ms: h.at_unix_ms,
-                    what: h.what.clone(),
-                    reason: h.reason.clone(),
-                    requested_by: h.requested_by.clone(),
-                })
-                .collect(),
+            entries: applied.state.history.iter().map(history_entry).collect(),
         }))
     }
 }
 
-/// Why an admin call failed, in words fit for a one-line CLI error.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    /// The endpoint string is not usable.
-    #[error("bad endpoint {0:?}: expected host:port")]
-    BadEndpoint(String),
-    /// Nothing answered at the endpoint.
-    #[error("cannot reach {endpoint}: {message}")]
-    Unreachable {
-        /// The endpoint.
-        endpoint: String,
-        /// What the transport said.
-        message: String,
-    },
-    /// The member answered with an error.
-    #[error("refused: {message}")]
-    Refused {
-        /// The endpoint.
-        endpoint: String,
-        /// The member's reason.
-        message: String,
-    },
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::state::NodeMarks;
+    use crate::core::view::Owner;
 
-/// A client of one member's admin service.
-pub struct AdminClient {
-    endpoint: String,
-    timeout: Duration,
-    client: admin_client::AdminClient<Channel>,
-}
-
-impl AdminClient {
-    /// A client for `endpoint` (`host:port`); every call gives up after `timeout`.
-    pub fn new(endpoint: &str, timeout: Duration) -> Result<Self, AdminError> {
-        if crate::config::check_host_port(endpoint).is_err() {
-            return Err(AdminError::BadEndpoint(endpoint.to_string()));
-        }
-        let channel = lazy_channel(endpoint, timeout)
-            .map_err(|_| AdminError::BadEndpoint(endpoint.to_string()))?;
-        Ok(AdminClient {
-            endpoint: endpoint.to_string(),
-            timeout,
-            client: admin_client::AdminClient::new(channel),
+    fn members() -> BTreeMap<NodeId, Member> {
+        [
+            (1, "node1", Role::Management),
+            (2, "node2", Role::Management),
+            (3, "witness", Role::Witness),
+        ]
+        .into_iter()
+        .map(|(id, name, role)| {
+            let member = Member {
+                name: name.into(),
+                addr: format!("127.0.0.1:{}", 7000 + id),
+                role,
+            };
+            (id, member)
         })
+        .collect()
     }
 
-    fn fail(&self, status: Status) -> AdminError {
-        let transport =
-            status.code() == tonic::Code::Unknown && status.message().contains("transport error");
-        match status.code() {
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-                AdminError::Unreachable {
-                    endpoint: self.endpoint.clone(),
-                    message: first_line(status.message()),
-                }
-            }
-            _ if transport => AdminError::Unreachable {
-                endpoint: self.endpoint.clone(),
-                message: first_line(status.message()),
-            },
-            _ => AdminError::Refused {
-                endpoint: self.endpoint.clone(),
-                message: first_line(status.message()),
-            },
+    fn timing() -> Timing {
+        Timing {
+            lease_ms: 3_000,
+            rho_permille: 10,
+            fence_margin_ms: 500,
+            migration_threshold: 3,
+            max_restarts_in_place: 2,
         }
     }
 
-    async fn call<T, F>(&mut self, call: F) -> Result<T, AdminError>
-    where
-        F: std::future::Future<Output = Result<Response<T>, Status>>,
-    {
-        match tokio::time::timeout(self.timeout, call).await {
-            Err(_) => Err(AdminError::Unreachable {
-                endpoint: self.endpoint.clone(),
-                message: format!("no answer within {:?}", self.timeout),
-            }),
-            Ok(result) => result.map(Response::into_inner).map_err(|s| self.fail(s)),
+    fn owned_by_node1() -> ClusterState {
+        ClusterState {
+            owner: Some(Owner { node: 1, epoch: 7 }),
+            ..ClusterState::default()
         }
     }
 
-    fn request<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        request.set_timeout(self.timeout);
-        request
+    fn with_marks(marks: NodeMarks) -> ClusterState {
+        let mut state = owned_by_node1();
+        state.nodes.insert(2, marks);
+        state
     }
 
-    /// The cluster status as the member at the endpoint sees it.
-    pub async fn status(&mut self) -> Result<ClusterStatus, AdminError> {
-        let request = self.request(pb::StatusRequest {});
-        let mut client = self.client.clone();
-        let reply = self.call(client.status(request)).await?;
-        Ok(cluster_status(reply))
+    fn refusal(state: &ClusterState, target: NodeId) -> Option<String> {
+        switchover_refusal(state, &members(), target, &timing())
     }
 
-    /// Asks for a planned switchover to `to`; returns the commit index.
-    pub async fn switchover(&mut self, to: &str, reason: &str) -> Result<u64, AdminError> {
-        let request = self.request(pb::SwitchoverRequest {
-            to: to.to_string(),
-            reason: reason.to_string(),
+    #[test]
+    fn a_clean_target_is_left_to_the_reachability_check() {
+        assert_eq!(refusal(&owned_by_node1(), 2), None);
+        // The owner itself, once it released its epoch, may be asked for again.
+        let released = ClusterState {
+            released: Some(7),
+            ..owned_by_node1()
+        };
+        assert_eq!(refusal(&released, 1), None);
+    }
+
+    #[test]
+    fn excluded_targets_are_refused_in_the_words_of_core() {
+        let standby = with_marks(NodeMarks {
+            standby: true,
+            ..NodeMarks::default()
         });
-        let mut client = self.client.clone();
-        Ok(self.call(client.switchover(request)).await?.index)
-    }
-
-    /// Pauses or resumes automatic actions; returns the commit index.
-    pub async fn set_paused(&mut self, paused: bool, reason: &str) -> Result<u64, AdminError> {
-        let request = self.request(pb::SetPausedRequest {
-            paused,
-            reason: reason.to_string(),
+        assert_eq!(
+            refusal(&standby, 2),
+            Some("node2 is on standby; unstandby it first".into())
+        );
+        let outdated = with_marks(NodeMarks {
+            outdated: true,
+            ..NodeMarks::default()
         });
-        let mut client = self.client.clone();
-        Ok(self.call(client.set_paused(request)).await?.index)
-    }
-
-    /// Sets or clears a node's standby mark; returns the commit index.
-    pub async fn set_standby(
-        &mut self,
-        node: &str,
-        standby: bool,
-        reason: &str,
-    ) -> Result<u64, AdminError> {
-        let request = self.request(pb::SetStandbyRequest {
-            node: node.to_string(),
-            standby,
-            reason: reason.to_string(),
+        assert_eq!(
+            refusal(&outdated, 2),
+            Some(Ineligible::Outdated.sentence("node2"))
+        );
+        let failing = with_marks(NodeMarks {
+            fail_count: 3,
+            ..NodeMarks::default()
         });
-        let mut client = self.client.clone();
-        Ok(self.call(client.set_standby(request)).await?.index)
+        assert_eq!(
+            refusal(&failing, 2),
+            Some(
+                "node2 has failed 3 times (threshold 3); fix the cause, then reset its failures"
+                    .into()
+            )
+        );
+        assert_eq!(
+            refusal(&owned_by_node1(), 3),
+            Some(Ineligible::Witness.sentence("witness"))
+        );
     }
 
-    /// Sets or clears a node's outdated mark; returns the commit index.
-    pub async fn set_outdated(
-        &mut self,
-        node: &str,
-        outdated: bool,
-        reason: &str,
-    ) -> Result<u64, AdminError> {
-        let request = self.request(pb::SetOutdatedRequest {
-            node: node.to_string(),
-            outdated,
-            reason: reason.to_string(),
-        });
-        let mut client = self.client.clone();
-        Ok(self.call(client.set_outdated(request)).await?.index)
-    }
-
-    /// Clears a node's failure count; returns the commit index.
-    pub async fn reset_failures(&mut self, node: &str, reason: &str) -> Result<u64, AdminError> {
-        let request = self.request(pb::ResetFailuresRequest {
-            node: node.to_string(),
-            reason: reason.to_string(),
-        });
-        let mut client = self.client.clone();
-        Ok(self.call(client.reset_failures(request)).await?.index)
-    }
-
-    /// The bounded history of ownership changes and admin actions, oldest first.
-    pub async fn history(&mut self) -> Result<Vec<HistoryLine>, AdminError> {
-        let request = self.request(pb::HistoryRequest {});
-        let mut client = self.client.clone();
-        let reply = self.call(client.history(request)).await?;
-        Ok(reply
-            .entries
-            .into_iter()
-            .map(|e| HistoryLine {
-                index: e.index,
-                at_unix_ms: e.at_unix_ms,
-                what: e.what,
-                reason: e.reason,
-                requested_by: e.requested_by,
+    #[test]
+    fn a_witness_is_named_first_and_the_cluster_state_before_the_marks() {
+        let paused = ClusterState {
+            paused: true,
+            ..with_marks(NodeMarks {
+                standby: true,
+                ..NodeMarks::default()
             })
-            .collect())
-    }
-}
-
-fn first_line(text: &str) -> String {
-    let line = text.lines().next().unwrap_or("").trim();
-    if line.is_empty() {
-        "connection failed".to_string()
-    } else {
-        line.to_string()
-    }
-}
-
-fn non_empty(text: String) -> Option<String> {
-    (!text.is_empty()).then_some(text)
-}
-
-fn cluster_status(reply: pb::StatusReply) -> ClusterStatus {
-    let answered_by = reply
-        .members
-        .iter()
-        .find(|m| m.id == reply.answered_by)
-        .map(|m| m.name.clone())
-        .unwrap_or_else(|| reply.answered_by.to_string());
-    ClusterStatus {
-        cluster: reply.cluster,
-        term: reply.term,
-        leader: non_empty(reply.leader_name),
-        leader_id: reply.leader_id,
-        answered_by,
-        waiting: non_empty(reply.waiting_reason),
-        owner: non_empty(reply.owner),
-        epoch: reply.epoch,
-        released: reply.released,
-        lease_remaining_ms: reply.lease_remaining_ms,
-        paused: reply.paused,
-        switchover_to: non_empty(reply.switchover_to),
-        leader_says: non_empty(reply.leader_says),
-        members: reply
-            .members
-            .into_iter()
-            .map(|m| MemberStatus {
-                id: m.id,
-                name: m.name,
-                role: m.role,
-                address: m.address,
-                state: m.state,
-                reachable: m.reachable,
-                term: m.term,
-                last_log_index: m.last_log_index,
-                applied_index: m.applied_index,
-                standby: m.standby,
-                outdated: m.outdated,
-                fail_count: m.fail_count,
-                doing: non_empty(m.doing),
-                resources: m.resources.into_iter().map(|r| (r.name, r.state)).collect(),
-                lease_remaining_ms: m.lease_remaining_ms,
-            })
-            .collect(),
+        };
+        assert_eq!(
+            refusal(&paused, 3),
+            Some(Ineligible::Witness.sentence("witness"))
+        );
+        assert!(refusal(&paused, 2).unwrap().contains("paused"));
+        assert!(refusal(&ClusterState::default(), 2)
+            .unwrap()
+            .contains("no node owns the group yet"));
+        assert_eq!(
+            refusal(&owned_by_node1(), 1),
+            Some("node1 already owns the group".into())
+        );
     }
 }

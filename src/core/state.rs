@@ -1,0 +1,504 @@
+//! The replicated state machine's content: who owns the resource group, under which epoch,
+//! and the per-node marks (standby, outdated, fail count) that decide who may take it over.
+//!
+//! `ClusterState::apply` is deterministic: it reads nothing but the state and the request,
+//! so every member that applies the same log reaches the same state. It lives in the core,
+//! beside the decisions that read it, so the core's scenario tests run the real transition;
+//! `consensus` stores these requests in the Raft log and the state in its snapshots.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+use super::view::{ClusterView, NodeId, NodeView, Owner, Role};
+
+/// How many history records the state keeps; older ones are dropped.
+pub const HISTORY_LIMIT: usize = 200;
+
+/// A proposal to the replicated state machine, with who asked and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// What to change.
+    pub command: Command,
+    /// Who asked: a node name, or `admin:<peer address>` for an operator.
+    pub requested_by: String,
+    /// Why, in one sentence; recorded in the history.
+    pub reason: String,
+    /// The proposer's wall-clock time in milliseconds since the Unix epoch, for the
+    /// history only. No decision ever compares it with another clock.
+    pub at_unix_ms: u64,
+}
+
+/// The changes the state machine knows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Changes nothing; used to confirm leadership and commit a leader's first entry.
+    Noop,
+    /// The leader gives ownership to `node`. Applies only while the owner epoch is still
+    /// `expected` (compare-and-set), so a decision made on stale state changes nothing.
+    /// The new epoch is the log index of this entry.
+    GrantOwnership {
+        /// The new owner.
+        node: NodeId,
+        /// The owner epoch the leader decided on (`None`: there was no owner).
+        expected: Option<u64>,
+    },
+    /// The owner stopped its group in order and gives ownership up.
+    Release {
+        /// The owner.
+        node: NodeId,
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// An operator asks the owner to hand the group over to `to` (planned switchover).
+    RequestSwitchover {
+        /// The target management node.
+        to: NodeId,
+    },
+    /// Drops a pending switchover request.
+    CancelSwitchover,
+    /// Marks or unmarks a node as standby (never takes ownership).
+    SetStandby {
+        /// The node.
+        node: NodeId,
+        /// The new mark.
+        standby: bool,
+    },
+    /// Marks or unmarks a node's data as possibly stale.
+    SetOutdated {
+        /// The node.
+        node: NodeId,
+        /// The new mark.
+        outdated: bool,
+    },
+    /// Enters or leaves maintenance mode.
+    SetPaused {
+        /// The new mode.
+        paused: bool,
+    },
+    /// A start of the group failed on `node` under `epoch`.
+    RecordFailure {
+        /// The node.
+        node: NodeId,
+        /// The epoch of the failed start.
+        epoch: u64,
+    },
+    /// The owner brought its group up: a history record with how long each resource took.
+    RecordStarted {
+        /// The owner.
+        node: NodeId,
+        /// Its epoch.
+        epoch: u64,
+        /// Each resource in start order with its start time in milliseconds.
+        phases: Vec<(String, u64)>,
+        /// Milliseconds from the moment the node saw its grant committed to the group up.
+        since_grant_ms: u64,
+    },
+    /// Clears a node's failure count.
+    ResetFailures {
+        /// The node.
+        node: NodeId,
+    },
+}
+
+/// What applying a request produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The log index the request was applied at.
+    pub index: u64,
+    /// `None` when applied; the reason when the state machine refused the change.
+    pub refused: Option<String>,
+}
+
+/// Per-node marks kept in the replicated state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeMarks {
+    /// An operator asked that this node never take ownership.
+    pub standby: bool,
+    /// This node's data may be stale: never promote it automatically.
+    pub outdated: bool,
+    /// Failed starts of the resource group on this node since the last reset.
+    pub fail_count: u32,
+    /// The epoch of the last failure counted, so one epoch counts at most once.
+    #[serde(default)]
+    pub last_failed_epoch: Option<u64>,
+}
+
+/// One line of the bounded history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRecord {
+    /// Log index of the entry that made this change.
+    pub index: u64,
+    /// The proposer's wall-clock time (ms since the Unix epoch).
+    pub at_unix_ms: u64,
+    /// What happened, in a few words.
+    pub what: String,
+    /// Why.
+    pub reason: String,
+    /// Who asked.
+    pub requested_by: String,
+}
+
+/// Everything the cluster agrees on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// The owner, if any node holds ownership.
+    pub owner: Option<Owner>,
+    /// Set when the owner gave the group up in order; the epoch it released.
+    pub released: Option<u64>,
+    /// Per-node marks.
+    pub nodes: BTreeMap<NodeId, NodeMarks>,
+    /// Maintenance mode: no automatic actions.
+    pub paused: bool,
+    /// A planned switchover an operator asked for: the target node.
+    pub switchover_to: Option<NodeId>,
+    /// The newest records last.
+    pub history: VecDeque<HistoryRecord>,
+}
+
+impl ClusterState {
+    /// Applies one request committed at `index` and says what came of it. A refused request
+    /// changes nothing.
+    pub fn apply(&mut self, index: u64, request: &Request) -> Response {
+        match self.change(index, &request.command) {
+            Ok(Some(what)) => {
+                self.history.push_back(HistoryRecord {
+                    index,
+                    at_unix_ms: request.at_unix_ms,
+                    what,
+                    reason: request.reason.clone(),
+                    requested_by: request.requested_by.clone(),
+                });
+                while self.history.len() > HISTORY_LIMIT {
+                    self.history.pop_front();
+                }
+                Response {
+                    index,
+                    refused: None,
+                }
+            }
+            Ok(None) => Response {
+                index,
+                refused: None,
+            },
+            Err(refused) => Response {
+                index,
+                refused: Some(refused),
+            },
+        }
+    }
+
+    /// The marks of `node` (default marks when none were ever set).
+    pub fn marks(&self, node: NodeId) -> NodeMarks {
+        self.nodes.get(&node).cloned().unwrap_or_default()
+    }
+
+    /// True when the owner released its epoch in order.
+    pub fn owner_released(&self) -> bool {
+        matches!((self.owner, self.released), (Some(o), Some(r)) if o.epoch == r)
+    }
+
+    /// The core's view of this state for a cluster whose members are `members`, each given
+    /// as its id, name and role; a member's marks are its default marks when none were set.
+    pub fn view<'a>(
+        &self,
+        members: impl IntoIterator<Item = (NodeId, &'a str, Role)>,
+    ) -> ClusterView {
+        ClusterView {
+            owner: self.owner,
+            released: self.released,
+            paused: self.paused,
+            switchover_to: self.switchover_to,
+            nodes: members
+                .into_iter()
+                .map(|(id, name, role)| {
+                    let marks = self.marks(id);
+                    (
+                        id,
+                        NodeView {
+                            name: name.to_string(),
+                            role,
+                            standby: marks.standby,
+                            outdated: marks.outdated,
+                            fail_count: marks.fail_count,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Makes the change; `Ok(Some(what))` for a change worth a history line, `Ok(None)` for
+    /// no change, `Err(why)` for a refusal.
+    fn change(&mut self, index: u64, command: &Command) -> Result<Option<String>, String> {
+        match *command {
+            Command::Noop => Ok(None),
+            Command::GrantOwnership { node, expected } => {
+                let current = self.owner.map(|o| o.epoch);
+                if current != expected {
+                    return Err(format!(
+                        "ownership changed meanwhile: epoch is {current:?}, the grant expected {expected:?}"
+                    ));
+                }
+                let previous = self.owner.map(|o| o.node);
+                self.owner = Some(Owner { node, epoch: index });
+                self.released = None;
+                // A grant ends any pending switchover: it either happened or was overtaken.
+                self.switchover_to = None;
+                Ok(Some(match previous {
+                    Some(old) if old != node => {
+                        format!("ownership moved from node {old} to node {node} (epoch {index})")
+                    }
+                    Some(_) => format!("ownership granted again to node {node} (epoch {index})"),
+                    None => format!("ownership granted to node {node} (epoch {index})"),
+                }))
+            }
+            Command::Release { node, epoch } => match self.owner {
+                Some(owner) if owner.node == node && owner.epoch == epoch => {
+                    if self.released == Some(epoch) {
+                        return Ok(None);
+                    }
+                    self.released = Some(epoch);
+                    Ok(Some(format!(
+                        "node {node} released the group (epoch {epoch})"
+                    )))
+                }
+                _ => Err(format!(
+                    "node {node} does not own epoch {epoch}; the owner is {:?}",
+                    self.owner
+                )),
+            },
+            Command::RequestSwitchover { to } => {
+                if self.paused {
+                    return Err("the cluster is paused; resume it first".into());
+                }
+                self.switchover_to = Some(to);
+                Ok(Some(format!("switchover to node {to} requested")))
+            }
+            Command::CancelSwitchover => match self.switchover_to.take() {
+                Some(to) => Ok(Some(format!("switchover to node {to} cancelled"))),
+                None => Ok(None),
+            },
+            Command::SetStandby { node, standby } => {
+                let marks = self.nodes.entry(node).or_default();
+                if marks.standby == standby {
+                    return Ok(None);
+                }
+                marks.standby = standby;
+                Ok(Some(if standby {
+                    format!("node {node} set to standby")
+                } else {
+                    format!("node {node} no longer standby")
+                }))
+            }
+            Command::SetOutdated { node, outdated } => {
+                let marks = self.nodes.entry(node).or_default();
+                if marks.outdated == outdated {
+                    return Ok(None);
+                }
+                marks.outdated = outdated;
+                Ok(Some(if outdated {
+                    format!("node {node} marked outdated")
+                } else {
+                    format!("node {node} is up to date again")
+                }))
+            }
+            Command::SetPaused { paused } => {
+                if self.paused == paused {
+                    return Ok(None);
+                }
+                self.paused = paused;
+                Ok(Some(if paused {
+                    "cluster paused".to_string()
+                } else {
+                    "cluster resumed".to_string()
+                }))
+            }
+            Command::RecordFailure { node, epoch } => {
+                let marks = self.nodes.entry(node).or_default();
+                if marks.last_failed_epoch == Some(epoch) {
+                    return Ok(None);
+                }
+                marks.last_failed_epoch = Some(epoch);
+                marks.fail_count = marks.fail_count.saturating_add(1);
+                Ok(Some(format!(
+                    "node {node} failed to run the group (epoch {epoch}); fail count {}",
+                    marks.fail_count
+                )))
+            }
+            Command::RecordStarted {
+                node,
+                epoch,
+                ref phases,
+                since_grant_ms,
+            } => {
+                let steps: Vec<String> = phases
+                    .iter()
+                    .map(|(name, ms)| format!("{name} {:.2} s", *ms as f64 / 1000.0))
+                    .collect();
+                Ok(Some(format!(
+                    "node {node} started the group (epoch {epoch}): {}; up {:.2} s after it saw the grant",
+                    steps.join(", "),
+                    since_grant_ms as f64 / 1000.0
+                )))
+            }
+            Command::ResetFailures { node } => {
+                let marks = self.nodes.entry(node).or_default();
+                if marks.fail_count == 0 {
+                    return Ok(None);
+                }
+                marks.fail_count = 0;
+                Ok(Some(format!("node {node} fail count reset")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(command: Command) -> Request {
+        Request {
+            command,
+            requested_by: "test".into(),
+            reason: "because".into(),
+            at_unix_ms: 7,
+        }
+    }
+
+    #[test]
+    fn stored_forms_are_those_the_log_and_snapshots_already_hold() {
+        let mut s = ClusterState::default();
+        s.apply(
+            5,
+            &req(Command::GrantOwnership {
+                node: 1,
+                expected: None,
+            }),
+        );
+        s.history.clear();
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"owner":{"node":1,"epoch":5},"released":null,"nodes":{},"paused":false,"switchover_to":null,"history":[]}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Command::Release { node: 2, epoch: 9 }).unwrap(),
+            r#"{"Release":{"node":2,"epoch":9}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&[Role::Management, Role::Witness]).unwrap(),
+            r#"["management","witness"]"#
+        );
+        let role: Role = serde_json::from_str(r#""witness""#).unwrap();
+        assert_eq!(role, Role::Witness);
+    }
+
+    #[test]
+    fn grant_is_compare_and_set_on_the_epoch() {
+        let mut s = ClusterState::default();
+        let r = s.apply(
+            5,
+            &req(Command::GrantOwnership {
+                node: 1,
+                expected: None,
+            }),
+        );
+        assert_eq!(r.refused, None);
+        assert_eq!(s.owner, Some(Owner { node: 1, epoch: 5 }));
+        // A grant decided before epoch 5 existed changes nothing.
+        let r = s.apply(
+            6,
+            &req(Command::GrantOwnership {
+                node: 2,
+                expected: None,
+            }),
+        );
+        assert!(r.refused.unwrap().contains("ownership changed meanwhile"));
+        assert_eq!(s.owner, Some(Owner { node: 1, epoch: 5 }));
+        let r = s.apply(
+            9,
+            &req(Command::GrantOwnership {
+                node: 2,
+                expected: Some(5),
+            }),
+        );
+        assert_eq!(r.refused, None);
+        assert_eq!(s.owner, Some(Owner { node: 2, epoch: 9 }));
+        assert_eq!(s.history.len(), 2);
+        assert!(s.history[1].what.contains("from node 1 to node 2"));
+    }
+
+    #[test]
+    fn only_the_owner_of_that_epoch_can_release() {
+        let mut s = ClusterState::default();
+        s.apply(
+            3,
+            &req(Command::GrantOwnership {
+                node: 1,
+                expected: None,
+            }),
+        );
+        assert!(s
+            .apply(4, &req(Command::Release { node: 2, epoch: 3 }))
+            .refused
+            .is_some());
+        assert!(s
+            .apply(5, &req(Command::Release { node: 1, epoch: 2 }))
+            .refused
+            .is_some());
+        assert!(!s.owner_released());
+        assert!(s
+            .apply(6, &req(Command::Release { node: 1, epoch: 3 }))
+            .refused
+            .is_none());
+        assert!(s.owner_released());
+        // A new grant clears the released mark and any pending switchover.
+        s.apply(7, &req(Command::RequestSwitchover { to: 2 }));
+        s.apply(
+            8,
+            &req(Command::GrantOwnership {
+                node: 2,
+                expected: Some(3),
+            }),
+        );
+        assert!(!s.owner_released());
+        assert_eq!(s.switchover_to, None);
+    }
+
+    #[test]
+    fn marks_and_history_are_kept_and_bounded() {
+        let mut s = ClusterState::default();
+        s.apply(
+            1,
+            &req(Command::SetStandby {
+                node: 2,
+                standby: true,
+            }),
+        );
+        s.apply(
+            2,
+            &req(Command::SetOutdated {
+                node: 1,
+                outdated: true,
+            }),
+        );
+        s.apply(3, &req(Command::RecordFailure { node: 1, epoch: 1 }));
+        s.apply(4, &req(Command::SetPaused { paused: true }));
+        assert!(s.marks(2).standby);
+        assert!(s.marks(1).outdated);
+        assert_eq!(s.marks(1).fail_count, 1);
+        assert!(s.paused);
+        // Setting a mark to what it already is adds no history line.
+        let before = s.history.len();
+        s.apply(5, &req(Command::SetPaused { paused: true }));
+        assert_eq!(s.history.len(), before);
+        // The same epoch counts once, however often it is proposed.
+        s.apply(6, &req(Command::RecordFailure { node: 1, epoch: 1 }));
+        assert_eq!(s.marks(1).fail_count, 1);
+        for i in 0..(HISTORY_LIMIT as u64 + 10) {
+            s.apply(10 + i, &req(Command::RecordFailure { node: 2, epoch: i }));
+        }
+        assert_eq!(s.history.len(), HISTORY_LIMIT);
+        assert_eq!(s.history.back().unwrap().at_unix_ms, 7);
+    }
+}
