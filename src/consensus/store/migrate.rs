@@ -313,7 +313,7 @@ fn write_redb(dir: &Path, content: &SledContent) -> Result<(), StoreError> {
 /// Copies a named-key tree into its table; `format`, if given, replaces `format_version`.
 fn copy_named(
     txn: &redb::WriteTransaction,
-    table: TableDefinition<&str, &[u8]>,
+    table: TableDefinition<'static, &'static str, &'static [u8]>,
     content: &BTreeMap<String, Vec<u8>>,
     format: Option<&[u8]>,
 ) -> Result<(), redb::Error> {

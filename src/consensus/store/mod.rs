@@ -105,11 +105,12 @@ const MACHINE_TREE: &str = "machine";
 const OUR_TREES: [&str; 3] = [META_TREE, LOG_TREE, MACHINE_TREE];
 
 /// The `meta` table: key name to JSON value.
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new(META_TREE);
+const META: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new(META_TREE);
 /// The `log` table: log index to the JSON entry.
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new(LOG_TREE);
+const LOG: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new(LOG_TREE);
 /// The `machine` table: key name to JSON value (the snapshot data is stored as it is sent).
-const MACHINE: TableDefinition<&str, &[u8]> = TableDefinition::new(MACHINE_TREE);
+const MACHINE: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new(MACHINE_TREE);
 
 const KEY_FORMAT: &str = "format_version";
 const KEY_IDENTITY: &str = "identity";
@@ -441,7 +442,7 @@ impl Shared {
     pub(crate) fn open_for_write<'txn, K: redb::Key + 'static>(
         &self,
         txn: &'txn WriteTransaction,
-        table: TableDefinition<K, &'static [u8]>,
+        table: TableDefinition<'_, K, &'static [u8]>,
     ) -> Result<redb::Table<'txn, K, &'static [u8]>, StoreError> {
         txn.open_table(table)
             .map_err(|e| self.db_io(format!("opening the {} table", table_name(&table)), e))
@@ -454,7 +455,7 @@ impl Shared {
 }
 
 /// The name of a table definition.
-fn table_name<K: redb::Key + 'static>(table: &TableDefinition<K, &'static [u8]>) -> String {
+fn table_name<K: redb::Key + 'static>(table: &TableDefinition<'_, K, &'static [u8]>) -> String {
     use redb::TableHandle;
     table.name().to_string()
 }
