@@ -10,6 +10,10 @@
 //! group already acted on is refused and logged, and that mark survives a restart of the process.
 //! Start and stop take a lock so two of them never interleave; fence does not wait for that lock,
 //! because it must not queue behind a start that hangs.
+//!
+//! A start (and the start half of a restart) may also be given a check that is asked before
+//! each step, the first included: the agent checks its lease there, so a start that stalled
+//! past its lease begins no further step (see [`ResourceGroup::start_checked`]).
 
 use crate::resources::agent::{ActionContext, AgentError, Recovery, ResourceAgent, ResourceState};
 use crate::resources::fencing::{EpochError, EpochGate};
