@@ -404,3 +404,108 @@ fn validate_and_config_report_problems() {
     );
     assert!(ResourceGroup::new("g", Vec::new(), Path::new("/nonexistent/quorate")).is_err());
 }
+
+/// A Dummy whose start, before it begins, says so and then waits until the test lets it go:
+/// a start step that stalls for as long as the test wants.
+struct HeldStart {
+    inner: Arc<DummyAgent>,
+    entered: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl ResourceAgent for HeldStart {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn validate(&self) -> Vec<String> {
+        self.inner.validate()
+    }
+    async fn start(
+        &self,
+        ctx: &ActionContext,
+    ) -> Result<(), quorate::resources::agent::AgentError> {
+        let entered = self.entered.lock().unwrap().take();
+        if let Some(entered) = entered {
+            let _ = entered.send(());
+            self.release.notified().await;
+        }
+        self.inner.start(ctx).await
+    }
+    async fn stop(&self, ctx: &ActionContext) -> Result<(), quorate::resources::agent::AgentError> {
+        self.inner.stop(ctx).await
+    }
+    async fn monitor(&self) -> ResourceState {
+        self.inner.monitor().await
+    }
+    async fn fence(
+        &self,
+        ctx: &ActionContext,
+    ) -> Result<(), quorate::resources::agent::AgentError> {
+        self.inner.fence(ctx).await
+    }
+}
+
+/// Issue 9, finding 8: a start stalls in its second step while the lease ends. The step in
+/// hand finishes, but no later step begins: the lease is checked before each step, not once
+/// for the whole start. Nothing is rolled back either; what was started is the fence's.
+#[tokio::test]
+async fn a_start_stalled_past_the_lease_begins_no_further_step() {
+    let f = Fixture::new();
+    let (entered_tx, entered_rx) = tokio::sync::oneshot::channel();
+    let held = Arc::new(HeldStart {
+        inner: f.agents[1].clone(),
+        entered: Mutex::new(Some(entered_tx)),
+        release: tokio::sync::Notify::new(),
+    });
+    let agents: Vec<Arc<dyn ResourceAgent>> =
+        vec![f.agents[0].clone(), held.clone(), f.agents[2].clone()];
+    let group = Arc::new(ResourceGroup::new("g", agents, &f.state_dir()).unwrap());
+    let lease_valid = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let start = tokio::spawn({
+        let group = group.clone();
+        let lease_valid = lease_valid.clone();
+        async move {
+            let check = move || {
+                if lease_valid.load(std::sync::atomic::Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    Err("the lease of epoch 1 ended".to_string())
+                }
+            };
+            group.start_checked(&ctx(1), &check).await
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(5), entered_rx)
+        .await
+        .expect("the start reaches b")
+        .expect("b's start says it began");
+    // The lease ends while b's start is stalled; then b's start goes on.
+    lease_valid.store(false, std::sync::atomic::Ordering::SeqCst);
+    held.release.notify_one();
+    let err = tokio::time::timeout(Duration::from_secs(5), start)
+        .await
+        .expect("the start ends")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&err, GroupError::StartInterrupted { before, .. } if before == "c"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("lease of epoch 1 ended"), "{err}");
+    assert_eq!(err.recovery(), None);
+    assert_eq!(
+        f.story(),
+        ["start:a", "start:b"],
+        "c must not start after the lease ended, and nothing is rolled back"
+    );
+    // The fence the node owes without a lease takes down what was started.
+    group.fence(&ctx(1)).await.unwrap();
+    assert_eq!(
+        states(&group.monitor_all().await),
+        vec![ResourceState::Stopped; 3]
+    );
+}

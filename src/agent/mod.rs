@@ -178,6 +178,7 @@ impl Agent {
             .collect();
         let (monitored_tx, monitored_rx) = watch::channel(initial);
         let monitor_now = Arc::new(Notify::new());
+        let (gave_up_tx, gave_up_rx) = watch::channel(None);
 
         let renewer = Renewer {
             raft: arbiter.raft().clone(),
@@ -192,6 +193,7 @@ impl Agent {
             lease: lease_tx,
             healthy: healthy_rx,
             guard: guard.clone(),
+            gave_up: gave_up_rx,
         };
         let reconciler = Reconciler {
             me: config.node_id,
@@ -206,6 +208,7 @@ impl Agent {
             proposer: arbiter.proposer().clone(),
             notes: arbiter.notes().clone(),
             guard: guard.clone(),
+            gave_up: Arc::new(gave_up_tx),
         };
         let lifetime = Lifetime::new();
         lifetime.spawn(renewer.run(lifetime.stop.clone()));
