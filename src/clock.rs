@@ -35,16 +35,16 @@ use crate::core::time::Millis;
 /// read the same clock, since the agent hands the guard deadlines in it).
 ///
 /// Why `CLOCK_BOOTTIME` (issue 9, finding 4): a lease is safe only if the owner's clock runs no
-/// slower than real time by more than `ρ` (`core::time`). `CLOCK_MONOTONIC` stops while the host
-/// is suspended (a laptop lid, a VM saved and restored, a hypervisor pause that suspends the
-/// guest): after a suspend of any length, the owner and its guard would go on trusting up to a
-/// lease of old time, while the leader, whose clock did run, has long given the group to the
-/// other node. `CLOCK_BOOTTIME` is the monotonic clock plus the time spent suspended: it counts
+/// slower than real time by more than `ρ` (`core::time`). `CLOCK_MONOTONIC` stops while the
+/// kernel is suspended (suspend to RAM or disk, a VM put to sleep through its guest): after a
+/// suspend of any length, the owner and its guard would go on trusting up to a lease of old
+/// time, while the leader, whose clock did run, has long given the group to the other node. `CLOCK_BOOTTIME` is the monotonic clock plus the time spent suspended: it counts
 /// real time across a suspend, never jumps with wall-clock changes, and reads alike in every
 /// process of one host, so a resumed owner finds its deadline passed and fences at its first
 /// look at the clock (the agent looks at least every second, the guard every pet interval).
 /// What it cannot do is act *during* the suspend: the window from the other node's start to
-/// that first look remains, which only power fencing closes (see docs/PROTOCOL.md).
+/// that first look remains, and a hypervisor pause the guest kernel does not see stops both
+/// clocks alike; only power fencing covers those (see docs/PROTOCOL.md).
 pub const LEASE_CLOCK: ClockId = ClockId::CLOCK_BOOTTIME;
 
 /// Where kernel clocks are read: the host ([`HostClocks`]), or in tests a stand-in whose
