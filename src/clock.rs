@@ -38,10 +38,11 @@ use crate::core::time::Millis;
 /// slower than real time by more than `ρ` (`core::time`). `CLOCK_MONOTONIC` stops while the
 /// kernel is suspended (suspend to RAM or disk, a VM put to sleep through its guest): after a
 /// suspend of any length, the owner and its guard would go on trusting up to a lease of old
-/// time, while the leader, whose clock did run, has long given the group to the other node. `CLOCK_BOOTTIME` is the monotonic clock plus the time spent suspended: it counts
-/// real time across a suspend, never jumps with wall-clock changes, and reads alike in every
-/// process of one host, so a resumed owner finds its deadline passed and fences at its first
-/// look at the clock (the agent looks at least every second, the guard every pet interval).
+/// time, while the leader, whose clock did run, has long given the group to the other node.
+/// `CLOCK_BOOTTIME` is the monotonic clock plus the time spent suspended: it counts real time
+/// across a suspend, never jumps with wall-clock changes, and reads alike in every process of
+/// one host, so a resumed owner finds its deadline passed and fences at its first look at the
+/// clock (the agent looks at least every second, the guard every pet interval).
 /// What it cannot do is act *during* the suspend: the window from the other node's start to
 /// that first look remains, and a hypervisor pause the guest kernel does not see stops both
 /// clocks alike; only power fencing covers those (see docs/PROTOCOL.md).

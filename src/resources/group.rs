@@ -9,7 +9,8 @@
 //! Start, stop and restart pass the [`EpochGate`] first: an action whose owner epoch is older
 //! than one the group already acted on is refused and logged, and that mark survives a restart of
 //! the process. A fence is never refused: it runs every step whatever its epoch and whatever the
-//! state directory says, and notes its epoch afterwards, best-effort (see [`ResourceGroup::fence`]).
+//! state directory says, and notes its epoch afterwards, best-effort
+//! (see [`ResourceGroup::fence`]).
 //! Start and stop take a lock so two of them never interleave; fence does not wait for that lock,
 //! because it must not queue behind a start that hangs.
 
