@@ -279,8 +279,9 @@ async fn stale_epochs_are_refused_logged_and_still_refused_after_a_restart() {
     drop(group);
     let group = f.group();
     assert_eq!(group.last_epoch(), 5);
+    // A stale start is refused; a stale fence is not (see the fence tests below).
     assert!(matches!(
-        group.fence(&ctx(3)).await,
+        group.start(&ctx(3)).await,
         Err(GroupError::Refused { .. })
     ));
     assert_eq!(
@@ -299,6 +300,118 @@ async fn stale_epochs_are_refused_logged_and_still_refused_after_a_restart() {
     let epochs: Vec<u64> = f.ledger().iter().map(|e| e.epoch).collect();
     assert_eq!(epochs, [5, 5, 5, 5, 5, 5, 7, 7, 7]);
     assert!(ledger::epoch_regressions(&f.ledger()).is_empty());
+}
+
+/// Issue 9, finding 3: a state directory that cannot take the epoch (full, read-only, gone)
+/// must not stop a fence; it is logged loudly, and starts stay refused until it is fixed.
+#[tokio::test]
+async fn a_fence_runs_every_step_when_its_epoch_cannot_be_written() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let f = Fixture::new();
+    let group = f.group();
+    group.start(&ctx(1)).await.unwrap();
+    // Root ignores permission bits, so the write is made to fail another way: a directory
+    // stands where the epoch's temporary file is created.
+    std::fs::create_dir(f.state_dir().join("g.epoch.tmp")).unwrap();
+
+    group
+        .fence(&ctx(2))
+        .await
+        .expect("the fence runs although its epoch cannot be written");
+    assert_eq!(
+        f.story(),
+        ["start:a", "start:b", "start:c", "fence:c", "fence:b", "fence:a"]
+    );
+    assert_eq!(
+        states(&group.monitor_all().await),
+        vec![ResourceState::Stopped; 3]
+    );
+    let log = captured.text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("EPOCH COULD NOT BE WRITTEN")),
+        "no loud error in:\n{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.state_dir().join("g.epoch"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+
+    // Starts keep the gate: the stale one is refused, and the new one needs the write first.
+    assert!(matches!(
+        group.start(&ctx(1)).await,
+        Err(GroupError::Refused { .. })
+    ));
+    assert!(matches!(
+        group.start(&ctx(2)).await,
+        Err(GroupError::Refused { .. })
+    ));
+    assert_eq!(
+        states(&group.monitor_all().await),
+        vec![ResourceState::Stopped; 3]
+    );
+    std::fs::remove_dir(f.state_dir().join("g.epoch.tmp")).unwrap();
+    group.start(&ctx(2)).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(f.state_dir().join("g.epoch"))
+            .unwrap()
+            .trim(),
+        "2"
+    );
+}
+
+/// Issue 9, finding 3: a fence under epoch 0 (a wiped store) or an older epoch runs every
+/// step, and leaves the mark where it was, so stale starts stay refused.
+#[tokio::test]
+async fn a_fence_under_epoch_zero_or_a_stale_epoch_runs_every_step() {
+    let f = Fixture::new();
+    let group = f.group();
+    group.start(&ctx(5)).await.unwrap();
+    group
+        .fence(&ctx(0))
+        .await
+        .expect("a fence under epoch 0 runs");
+    assert_eq!(
+        states(&group.monitor_all().await),
+        vec![ResourceState::Stopped; 3]
+    );
+    assert_eq!(
+        f.story(),
+        ["start:a", "start:b", "start:c", "fence:c", "fence:b", "fence:a"]
+    );
+
+    // A new process (the gate read back from its file) fences under an older epoch too.
+    drop(group);
+    let group = f.group();
+    group.start(&ctx(5)).await.unwrap();
+    group
+        .fence(&ctx(3))
+        .await
+        .expect("a fence under a stale epoch runs");
+    assert_eq!(
+        states(&group.monitor_all().await),
+        vec![ResourceState::Stopped; 3]
+    );
+    assert_eq!(group.last_epoch(), 5);
+    assert!(matches!(
+        group.start(&ctx(4)).await,
+        Err(GroupError::Refused { .. })
+    ));
+    assert_eq!(
+        std::fs::read_to_string(f.state_dir().join("g.epoch"))
+            .unwrap()
+            .trim(),
+        "5"
+    );
 }
 
 #[tokio::test]

@@ -3,8 +3,9 @@
 //!
 //! `t0` is taken before the request is sent. On a grant the lease runs until
 //! `t0 + lease·(1−ρ)` on this process's clock, and the guard is armed with the same deadline
-//! in nanoseconds of the same kernel clock ([`crate::clock::LEASE_CLOCK`]). Nothing else
-//! extends the lease.
+//! in nanoseconds of the same kernel clock ([`crate::clock::LEASE_CLOCK`], `CLOCK_BOOTTIME`:
+//! time the host spent suspended counts against the lease, so a resumed owner does not trust a
+//! lease of old time). Nothing else extends the lease.
 
 use std::sync::Arc;
 use std::time::Duration;

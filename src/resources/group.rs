@@ -6,8 +6,11 @@
 //! since it may be partly up); fence goes through every agent in reverse and does not stop at a
 //! failure, because a hard stop must take down as much as it can.
 //!
-//! Every action passes the [`EpochGate`] first: an action whose owner epoch is older than one the
-//! group already acted on is refused and logged, and that mark survives a restart of the process.
+//! Start, stop and restart pass the [`EpochGate`] first: an action whose owner epoch is older
+//! than one the group already acted on is refused and logged, and that mark survives a restart of
+//! the process. A fence is never refused: it runs every step whatever its epoch and whatever the
+//! state directory says, and notes its epoch afterwards, best-effort
+//! (see [`ResourceGroup::fence`]).
 //! Start and stop take a lock so two of them never interleave; fence does not wait for that lock,
 //! because it must not queue behind a start that hangs.
 //!
@@ -37,7 +40,8 @@ fn always() -> Result<(), String> {
 /// A group action that did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
-    /// The action's epoch is stale; nothing was touched. Drop the request.
+    /// The start, stop or restart's epoch is stale, or could not be recorded; nothing was
+    /// touched. Drop the request. (A fence is never refused.)
     #[error("group {group}: {action} refused: {source}")]
     Refused {
         /// The group's name.
@@ -378,8 +382,25 @@ impl ResourceGroup {
     }
 
     /// Hard-stops every resource in reverse order, going on past failures and listing them.
+    ///
+    /// Never refused, whatever `ctx.epoch` (issue 9, finding 3). The epoch gate exists so a
+    /// stale request cannot bring something *up*; a fence only takes things down, so no epoch,
+    /// stale or 0 (a wiped store), can make it unsafe, while refusing it can: an owner whose
+    /// lease ran out would keep the group running next to the new owner. For the same reason
+    /// the epoch is noted only after every step ran, and a failure to write it (a full,
+    /// read-only or vanished state directory) is logged, not returned: the fence's outcome is
+    /// its steps' outcome. What a stale fence can cost is availability (it takes down a group
+    /// held under a newer epoch, which the next start brings back), never a second holder.
     pub async fn fence(&self, ctx: &ActionContext) -> Result<(), GroupError> {
-        self.admit("fence", ctx)?;
+        let last_epoch = self.gate.last();
+        if ctx.epoch < last_epoch {
+            tracing::warn!(
+                group = %self.name,
+                epoch = ctx.epoch,
+                last_epoch,
+                "fencing under an epoch older than one acted on: a fence is never refused"
+            );
+        }
         tracing::warn!(group = %self.name, epoch = ctx.epoch, node = %ctx.node, "fencing group");
         let mut failures = Vec::new();
         for agent in self.agents.iter().rev() {
@@ -401,6 +422,16 @@ impl ResourceGroup {
                 );
                 failures.push(e);
             }
+        }
+        if let Err(error) = self.gate.note_fence(ctx.epoch) {
+            tracing::error!(
+                group = %self.name,
+                epoch = ctx.epoch,
+                file = %self.gate.path().display(),
+                %error,
+                "FENCE RAN BUT ITS EPOCH COULD NOT BE WRITTEN: fix the state directory; \
+                 starts stay refused until the epoch file can be written"
+            );
         }
         if failures.is_empty() {
             tracing::warn!(group = %self.name, epoch = ctx.epoch, "group fenced");
