@@ -5,7 +5,7 @@
 //! - `--role agent --dir D`: a stand-in agent that spawns the guard through `GuardHandle` and
 //!   renews a 300 ms lease every 50 ms, printing each deadline, until it is stopped or killed;
 //! - `--role guard --dir D`: the guard, running `run_guard` on stdin with two fake resource
-//!   agents (`vip`, `mysql`) whose fence appends `name epoch monotonic_ns pid` to `D/fence.log`;
+//!   agents (`vip`, `mysql`) whose fence appends `name epoch lease_clock_ns pid` to `D/fence.log`;
 //!   when `run_guard` returns it writes the outcome as JSON to `D/outcome.json`.
 //!
 //! Every wait polls with a deadline; every process started here is killed and reaped by a drop

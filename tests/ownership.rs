@@ -7,6 +7,8 @@ mod support;
 use std::time::Duration;
 
 use quorate::consensus::state::Command;
+use quorate::resources::dummy::DummyFault;
+use quorate::resources::ledger::{self, LedgerAction};
 use support::cluster::{other, request, TestCluster};
 use support::eventually;
 
@@ -57,6 +59,41 @@ async fn a_cleanly_stopped_owner_releases_and_the_other_node_takes_over() {
     assert_eq!(holder, other(owner));
     let (_, new_epoch) = cluster.owner_seen_by(3).unwrap();
     assert!(new_epoch > epoch);
+    cluster.assert_ledger_clean();
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleanly_stopped_owner_whose_stop_fails_fences_and_does_not_release() {
+    let mut cluster = TestCluster::start_with_agents().await;
+    let owner = cluster.settled_owner(SETTLE).await;
+    let (_, epoch) = cluster.owner_seen_by(3).unwrap();
+    DummyFault::FailStop
+        .set(&cluster.fault_dir(owner))
+        .expect("set the fault knob");
+    cluster.stop(owner).await;
+    // The shutdown fenced what the failed stop left running.
+    assert!(!cluster.dummy_state(owner).exists());
+    let events = ledger::read_ledger(&cluster.ledger_path()).expect("ledger readable");
+    let name = format!("node{owner}");
+    let last = events.iter().rev().find(|e| e.node == name);
+    assert_eq!(
+        last.map(|e| (e.epoch, e.action)),
+        Some((epoch, LedgerAction::Fence)),
+        "{events:?}"
+    );
+    // The group still moves, after the lease, but no `Released` was ever committed for it.
+    let holder = cluster.settled_owner(SETTLE).await;
+    assert_eq!(holder, other(owner));
+    let state = cluster.node(3).arbiter().applied().borrow().state.clone();
+    assert!(state.owner.is_some_and(|o| o.epoch > epoch));
+    assert_ne!(state.released, Some(epoch));
+    let released: Vec<_> = state
+        .history
+        .iter()
+        .filter(|h| h.what.contains("released the group"))
+        .collect();
+    assert!(released.is_empty(), "{released:?}");
     cluster.assert_ledger_clean();
     cluster.shutdown().await;
 }

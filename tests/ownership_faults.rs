@@ -514,3 +514,65 @@ async fn a_resource_that_keeps_failing_is_restarted_in_place_then_moves() {
     assert_eq!(intervals.len(), on_owner + 1, "{intervals:?}");
     cluster.shutdown().await;
 }
+
+/// (g) Issue 9, finding 2: the owner's stop fails for good (an unkillable holder) when a
+/// switchover asks it to stop. Reissuing the stop forever while renewing would keep the group
+/// down and the lease held. Instead the owner gives its epoch up: it renews no more, fences,
+/// says so in `status`, and the other node gets the group once the lease has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_keeps_failing_stops_renewals_and_the_other_node_takes_over() {
+    logs();
+    let cluster = TestCluster::start_with_agents().await;
+    let owner = cluster.settled_owner(SETTLE).await;
+    let (_, epoch) = cluster.owner_seen_by(3).unwrap();
+    let target = other(owner);
+    DummyFault::FailStop
+        .set(&cluster.fault_dir(owner))
+        .expect("set fail-stop");
+
+    let leader = cluster.agreed_leader(&[1, 2, 3], SETTLE).await;
+    let response = cluster
+        .node(leader)
+        .raft()
+        .client_write(request(Command::RequestSwitchover { to: target }))
+        .await
+        .expect("switchover request commits");
+    assert_eq!(response.data.refused, None);
+
+    // While the lease runs out, the owner's `status` line says it gave the epoch up.
+    let mut said_so = false;
+    let seen = &cluster;
+    let moved = eventually(
+        "the group to move to the other node although the owner cannot stop",
+        SETTLE,
+        || {
+            let note = seen.node(owner).notes().agent();
+            said_so |= note.is_some_and(|n| n.reason.contains(&format!("gave up epoch {epoch}")));
+            async move {
+                let state = state_seen_by(seen, 3);
+                let new_owner = state.owner?;
+                (new_owner.node == target && new_owner.epoch > epoch).then_some(new_owner)
+            }
+        },
+    )
+    .await;
+    assert!(said_so, "the owner never said it gave up epoch {epoch}");
+    assert_eq!(cluster.settled_owner(SETTLE).await, target);
+    // Not released: the leader waited for the lease. The owner fenced its group meanwhile.
+    let state = state_seen_by(&cluster, target);
+    assert_eq!(state.owner.map(|o| o.epoch), Some(moved.epoch));
+    assert!(!cluster.dummy_state(owner).exists());
+    let events = ledger_events(&cluster);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.node == name(owner) && e.epoch == epoch && e.action == LedgerAction::Fence),
+        "the owner did not fence: {events:?}"
+    );
+    let intervals = cluster.assert_ledger_clean();
+    assert_eq!(intervals.last().map(|i| i.node.clone()), Some(name(target)));
+    DummyFault::FailStop
+        .clear(&cluster.fault_dir(owner))
+        .expect("clear fail-stop");
+    cluster.shutdown().await;
+}

@@ -279,8 +279,9 @@ async fn stale_epochs_are_refused_logged_and_still_refused_after_a_restart() {
     drop(group);
     let group = f.group();
     assert_eq!(group.last_epoch(), 5);
+    // A stale start is refused; a stale fence is not (see the fence tests below).
     assert!(matches!(
-        group.fence(&ctx(3)).await,
+        group.start(&ctx(3)).await,
         Err(GroupError::Refused { .. })
     ));
     assert_eq!(
@@ -299,6 +300,118 @@ async fn stale_epochs_are_refused_logged_and_still_refused_after_a_restart() {
     let epochs: Vec<u64> = f.ledger().iter().map(|e| e.epoch).collect();
     assert_eq!(epochs, [5, 5, 5, 5, 5, 5, 7, 7, 7]);
     assert!(ledger::epoch_regressions(&f.ledger()).is_empty());
+}
+
+/// Issue 9, finding 3: a state directory that cannot take the epoch (full, read-only, gone)
+/// must not stop a fence; it is logged loudly, and starts stay refused until it is fixed.
+#[tokio::test]
+async fn a_fence_runs_every_step_when_its_epoch_cannot_be_written() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let f = Fixture::new();
+    let group = f.group();
+    group.start(&ctx(1)).await.unwrap();
+    // Root ignores permission bits, so the write is made to fail another way: a directory
+    // stands where the epoch's temporary file is created.
+    std::fs::create_dir(f.state_dir().join("g.epoch.tmp")).unwrap();
+
+    group
+        .fence(&ctx(2))
+        .await
+        .expect("the fence runs although its epoch cannot be written");
+    assert_eq!(
+        f.story(),
+        ["start:a", "start:b", "start:c", "fence:c", "fence:b", "fence:a"]
+    );
+    assert_eq!(
+        states(&group.monitor_all().await),
+        vec![ResourceState::Stopped; 3]
+    );
+    let log = captured.text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("EPOCH COULD NOT BE WRITTEN")),
+        "no loud error in:\n{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.state_dir().join("g.epoch"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+
+    // Starts keep the gate: the stale one is refused, and the new one needs the write first.
+    assert!(matches!(
+        group.start(&ctx(1)).await,
+        Err(GroupError::Refused { .. })
+    ));
+    assert!(matches!(
+        group.start(&ctx(2)).await,
+        Err(GroupError::Refused { .. })
+    ));
+    assert_eq!(
+        states(&group.monitor_all().await),
+        vec![ResourceState::Stopped; 3]
+    );
+    std::fs::remove_dir(f.state_dir().join("g.epoch.tmp")).unwrap();
+    group.start(&ctx(2)).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(f.state_dir().join("g.epoch"))
+            .unwrap()
+            .trim(),
+        "2"
+    );
+}
+
+/// Issue 9, finding 3: a fence under epoch 0 (a wiped store) or an older epoch runs every
+/// step, and leaves the mark where it was, so stale starts stay refused.
+#[tokio::test]
+async fn a_fence_under_epoch_zero_or_a_stale_epoch_runs_every_step() {
+    let f = Fixture::new();
+    let group = f.group();
+    group.start(&ctx(5)).await.unwrap();
+    group
+        .fence(&ctx(0))
+        .await
+        .expect("a fence under epoch 0 runs");
+    assert_eq!(
+        states(&group.monitor_all().await),
+        vec![ResourceState::Stopped; 3]
+    );
+    assert_eq!(
+        f.story(),
+        ["start:a", "start:b", "start:c", "fence:c", "fence:b", "fence:a"]
+    );
+
+    // A new process (the gate read back from its file) fences under an older epoch too.
+    drop(group);
+    let group = f.group();
+    group.start(&ctx(5)).await.unwrap();
+    group
+        .fence(&ctx(3))
+        .await
+        .expect("a fence under a stale epoch runs");
+    assert_eq!(
+        states(&group.monitor_all().await),
+        vec![ResourceState::Stopped; 3]
+    );
+    assert_eq!(group.last_epoch(), 5);
+    assert!(matches!(
+        group.start(&ctx(4)).await,
+        Err(GroupError::Refused { .. })
+    ));
+    assert_eq!(
+        std::fs::read_to_string(f.state_dir().join("g.epoch"))
+            .unwrap()
+            .trim(),
+        "5"
+    );
 }
 
 #[tokio::test]
@@ -403,4 +516,109 @@ fn validate_and_config_report_problems() {
         "{err}"
     );
     assert!(ResourceGroup::new("g", Vec::new(), Path::new("/nonexistent/quorate")).is_err());
+}
+
+/// A Dummy whose start, before it begins, says so and then waits until the test lets it go:
+/// a start step that stalls for as long as the test wants.
+struct HeldStart {
+    inner: Arc<DummyAgent>,
+    entered: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl ResourceAgent for HeldStart {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn validate(&self) -> Vec<String> {
+        self.inner.validate()
+    }
+    async fn start(
+        &self,
+        ctx: &ActionContext,
+    ) -> Result<(), quorate::resources::agent::AgentError> {
+        let entered = self.entered.lock().unwrap().take();
+        if let Some(entered) = entered {
+            let _ = entered.send(());
+            self.release.notified().await;
+        }
+        self.inner.start(ctx).await
+    }
+    async fn stop(&self, ctx: &ActionContext) -> Result<(), quorate::resources::agent::AgentError> {
+        self.inner.stop(ctx).await
+    }
+    async fn monitor(&self) -> ResourceState {
+        self.inner.monitor().await
+    }
+    async fn fence(
+        &self,
+        ctx: &ActionContext,
+    ) -> Result<(), quorate::resources::agent::AgentError> {
+        self.inner.fence(ctx).await
+    }
+}
+
+/// Issue 9, finding 8: a start stalls in its second step while the lease ends. The step in
+/// hand finishes, but no later step begins: the lease is checked before each step, not once
+/// for the whole start. Nothing is rolled back either; what was started is the fence's.
+#[tokio::test]
+async fn a_start_stalled_past_the_lease_begins_no_further_step() {
+    let f = Fixture::new();
+    let (entered_tx, entered_rx) = tokio::sync::oneshot::channel();
+    let held = Arc::new(HeldStart {
+        inner: f.agents[1].clone(),
+        entered: Mutex::new(Some(entered_tx)),
+        release: tokio::sync::Notify::new(),
+    });
+    let agents: Vec<Arc<dyn ResourceAgent>> =
+        vec![f.agents[0].clone(), held.clone(), f.agents[2].clone()];
+    let group = Arc::new(ResourceGroup::new("g", agents, &f.state_dir()).unwrap());
+    let lease_valid = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let start = tokio::spawn({
+        let group = group.clone();
+        let lease_valid = lease_valid.clone();
+        async move {
+            let check = move || {
+                if lease_valid.load(std::sync::atomic::Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    Err("the lease of epoch 1 ended".to_string())
+                }
+            };
+            group.start_checked(&ctx(1), &check).await
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(5), entered_rx)
+        .await
+        .expect("the start reaches b")
+        .expect("b's start says it began");
+    // The lease ends while b's start is stalled; then b's start goes on.
+    lease_valid.store(false, std::sync::atomic::Ordering::SeqCst);
+    held.release.notify_one();
+    let err = tokio::time::timeout(Duration::from_secs(5), start)
+        .await
+        .expect("the start ends")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&err, GroupError::StartInterrupted { before, .. } if before == "c"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("lease of epoch 1 ended"), "{err}");
+    assert_eq!(err.recovery(), None);
+    assert_eq!(
+        f.story(),
+        ["start:a", "start:b"],
+        "c must not start after the lease ended, and nothing is rolled back"
+    );
+    // The fence the node owes without a lease takes down what was started.
+    group.fence(&ctx(1)).await.unwrap();
+    assert_eq!(
+        states(&group.monitor_all().await),
+        vec![ResourceState::Stopped; 3]
+    );
 }

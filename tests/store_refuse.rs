@@ -1,6 +1,7 @@
 //! The store refuses to start on anything but its own, intact data, and says what is wrong:
-//! another node's store, a newer format, undecodable values, damaged or emptied sled files,
-//! foreign directories, unreadable directories, a store already in use.
+//! another node's store, a newer format, undecodable values, a damaged or emptied database
+//! file (and damaged sled files of a store still to be migrated), foreign directories,
+//! unreadable directories, a store already in use.
 
 mod support;
 use support::store as common;
@@ -34,16 +35,35 @@ fn populate(dir: &Path) {
     });
 }
 
-/// Writes (or with `None` removes) one raw key straight into sled, with the store closed.
+/// Writes (or with `None` removes) one raw key straight into the redb database, with the
+/// store closed. In the `log` table the key is the index as 8 big-endian bytes.
 fn poke(dir: &Path, tree: &str, key: &[u8], value: Option<&[u8]>) {
-    let db = sled::open(dir).expect("open sled directly");
-    let tree = db.open_tree(tree).expect("open tree");
-    match value {
-        Some(v) => tree.insert(key, v).map(drop),
-        None => tree.remove(key).map(drop),
+    let db = redb::Database::open(dir.join(store::DB_FILE)).expect("open redb directly");
+    let txn = db.begin_write().expect("write transaction");
+    {
+        if tree == "log" {
+            let index = u64::from_be_bytes(key.try_into().expect("an 8-byte log key"));
+            let mut table = txn
+                .open_table(redb::TableDefinition::<u64, &[u8]>::new("log"))
+                .expect("open table");
+            match value {
+                Some(v) => table.insert(index, v).map(drop),
+                None => table.remove(index).map(drop),
+            }
+            .expect("poke a key");
+        } else {
+            let key = std::str::from_utf8(key).expect("a text key");
+            let mut table = txn
+                .open_table(redb::TableDefinition::<&str, &[u8]>::new(tree))
+                .expect("open table");
+            match value {
+                Some(v) => table.insert(key, v).map(drop),
+                None => table.remove(key).map(drop),
+            }
+            .expect("poke a key");
+        }
     }
-    .expect("poke a key");
-    db.flush().expect("flush sled");
+    txn.commit().expect("commit");
 }
 
 /// Opens `dir` as node 1 and returns the error, failing the test if it opened.
@@ -103,7 +123,7 @@ fn refuses_another_nodes_store() {
         "{err:?}"
     );
 
-    // Even without the marker file, the identity in sled itself is checked.
+    // Even without the marker file, the identity in the database itself is checked.
     fs::remove_file(dir.join(store::MARKER_FILE)).expect("remove marker");
     let err = store::open(&dir, &identity(2))
         .err()
@@ -125,7 +145,7 @@ fn refuses_a_format_from_the_future() {
     );
     assert_names(&err, &dir);
 
-    // The marker file is read before sled is opened, and refused the same way.
+    // The marker file is read before the database is opened, and refused the same way.
     let marker = r#"{"format_version":7,"cluster":"test-cluster","node_id":1}"#;
     fs::write(dir.join(store::MARKER_FILE), marker).expect("rewrite marker");
     let err = open_err(&dir);
@@ -184,10 +204,56 @@ fn refuses_an_undecodable_applied_state() {
 }
 
 #[test]
-fn refuses_damaged_sled_files() {
+fn refuses_a_damaged_database_file() {
+    // The database file overwritten with garbage, of its own length and cut short.
+    for (fill, short) in [(0u8, false), (0u8, true), (0x5a, false), (0x5a, true)] {
+        let (_tmp, dir) = populated();
+        let path = dir.join(store::DB_FILE);
+        let len = fs::metadata(&path).expect("database file").len() as usize;
+        let len = if short { 4096 } else { len.max(4096) };
+        fs::write(&path, vec![fill; len]).expect("overwrite the database");
+        let err = open_err(&dir);
+        assert!(
+            matches!(
+                err,
+                StoreError::Database { .. } | StoreError::Corrupt { .. }
+            ),
+            "{err:?}"
+        );
+        assert_names(&err, &dir);
+    }
+
+    // One page in the middle of a valid file damaged: redb's checksums catch it.
+    let (_tmp, dir) = populated();
+    let path = dir.join(store::DB_FILE);
+    let mut bytes = fs::read(&path).expect("read the database");
+    let flipped = (4096..bytes.len()).step_by(4096).count();
+    let end = bytes.len();
+    for page in (4096..end).step_by(4096) {
+        for b in &mut bytes[page + 64..(page + 256).min(end)] {
+            *b ^= 0xff;
+        }
+    }
+    assert!(flipped > 0, "the database has only its header page");
+    fs::write(&path, bytes).expect("write the damaged database");
+    let err = open_err(&dir);
+    assert!(
+        matches!(
+            err,
+            StoreError::Database { .. } | StoreError::Corrupt { .. }
+        ),
+        "{err:?}"
+    );
+    assert_names(&err, &dir);
+}
+
+#[test]
+fn refuses_damaged_sled_files_of_a_store_to_migrate() {
     // sled's data file overwritten with garbage, with and without sled's page-table snapshot.
     for (fill, drop_snapshots) in [(0u8, false), (0u8, true), (0x5a, false), (0x5a, true)] {
-        let (_tmp, dir) = populated();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("raft");
+        common::write_sled_store(&dir, 1, true);
         let len = fs::metadata(dir.join("db")).expect("db file").len() as usize;
         fs::write(dir.join("db"), vec![fill; len.max(4096)]).expect("overwrite db");
         if drop_snapshots {
@@ -207,12 +273,16 @@ fn refuses_damaged_sled_files() {
             "{err:?}"
         );
         assert_names(&err, &dir);
+        assert!(
+            !dir.join(store::DB_FILE).exists(),
+            "a refused migration left a database behind"
+        );
     }
 }
 
 #[test]
-fn refuses_a_store_whose_sled_data_vanished() {
-    // sled's files removed but the marker kept: sled would happily create an empty database.
+fn refuses_a_store_whose_data_vanished() {
+    // The database removed but the marker kept: redb would happily create an empty database.
     let (_tmp, dir) = populated();
     for entry in fs::read_dir(&dir).expect("list dir") {
         let path = entry.expect("entry").path();
@@ -227,19 +297,42 @@ fn refuses_a_store_whose_sled_data_vanished() {
     }
     let err = open_err(&dir);
     assert!(
-        matches!(&err, StoreError::Corrupt { key, .. } if key == "db"),
+        matches!(&err, StoreError::Corrupt { key, .. } if key == store::DB_FILE),
+        "{err:?}"
+    );
+    assert!(
+        !dir.join(store::DB_FILE).exists(),
+        "the refusal created a database"
+    );
+
+    // An empty file in its place (a truncation) is refused, and left as it is.
+    fs::write(dir.join(store::DB_FILE), b"").expect("create an empty file");
+    let err = open_err(&dir);
+    assert!(
+        matches!(&err, StoreError::Corrupt { problem, .. } if problem.contains("lost")),
+        "{err:?}"
+    );
+    assert_eq!(
+        fs::metadata(dir.join(store::DB_FILE)).expect("stat").len(),
+        0,
+        "the refusal wrote into the empty file"
+    );
+
+    // An empty redb database in place of the real one is refused too.
+    fs::remove_file(dir.join(store::DB_FILE)).expect("remove");
+    drop(redb::Database::create(dir.join(store::DB_FILE)).expect("create an empty database"));
+    let err = open_err(&dir);
+    assert!(
+        matches!(&err, StoreError::Corrupt { problem, .. } if problem.contains("lost")),
         "{err:?}"
     );
 
-    // An empty sled database in place of the real one is refused too.
-    let fresh = tempfile::tempdir().expect("tempdir");
-    drop(sled::open(fresh.path()).expect("create an empty sled database"));
-    for entry in fs::read_dir(fresh.path()).expect("list") {
-        let entry = entry.expect("entry");
-        if entry.path().is_file() {
-            fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy sled file");
-        }
-    }
+    // So is an empty sled database behind a marker of the sled format.
+    let (_tmp, dir) = populated();
+    fs::remove_file(dir.join(store::DB_FILE)).expect("remove the database");
+    let marker = r#"{"format_version":1,"cluster":"test-cluster","node_id":1}"#;
+    fs::write(dir.join(store::MARKER_FILE), marker).expect("rewrite marker");
+    drop(sled::open(&dir).expect("create an empty sled database"));
     let err = open_err(&dir);
     assert!(
         matches!(&err, StoreError::Corrupt { problem, .. } if problem.contains("lost")),
@@ -260,11 +353,47 @@ fn refuses_a_directory_that_is_not_a_store() {
     );
     assert_names(&err, &dir);
     assert!(
-        dir.join("notes.txt").exists() && !dir.join("db").exists(),
+        dir.join("notes.txt").exists() && !dir.join(store::DB_FILE).exists(),
         "the foreign directory was touched"
     );
 
-    // Another program's sled database.
+    // Another program's redb database under the store's file name.
+    let other_redb = tmp.path().join("other-redb");
+    fs::create_dir(&other_redb).expect("mkdir");
+    {
+        let db = redb::Database::create(other_redb.join(store::DB_FILE)).expect("redb");
+        let txn = db.begin_write().expect("write transaction");
+        txn.open_table(redb::TableDefinition::<&str, &str>::new("users"))
+            .expect("table")
+            .insert("alice", "x")
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    let err = open_err(&other_redb);
+    assert!(
+        matches!(&err, StoreError::NotAStore { why, .. } if why.contains("users")),
+        "{err:?}"
+    );
+
+    // A table with quorate's name but other types.
+    let wrong_types = tmp.path().join("wrong-types");
+    fs::create_dir(&wrong_types).expect("mkdir");
+    {
+        let db = redb::Database::create(wrong_types.join(store::DB_FILE)).expect("redb");
+        let txn = db.begin_write().expect("write transaction");
+        txn.open_table(redb::TableDefinition::<u32, u32>::new("meta"))
+            .expect("table")
+            .insert(1, 2)
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    let err = open_err(&wrong_types);
+    assert!(
+        matches!(&err, StoreError::NotAStore { why, .. } if why.contains("meta")),
+        "{err:?}"
+    );
+
+    // Another program's sled database (sled's files are read as a store still to be migrated).
     let other = tmp.path().join("other-sled");
     {
         let db = sled::open(&other).expect("sled");
@@ -306,13 +435,23 @@ fn refuses_a_store_already_in_use() {
     let (_tmp, dir) = populated();
     let _first = common::open(&dir).expect("first open");
     let err = open_err(&dir);
-    assert!(matches!(err, StoreError::Sled { .. }), "{err:?}");
+    assert!(matches!(err, StoreError::Database { .. }), "{err:?}");
     assert_names(&err, &dir);
 }
 
 #[test]
 fn finishes_an_interrupted_creation() {
-    // A crash after sled created its files but before quorate wrote anything.
+    // A crash after redb created its file but before quorate wrote anything.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("raft");
+    fs::create_dir(&dir).expect("mkdir");
+    drop(redb::Database::create(dir.join(store::DB_FILE)).expect("redb"));
+    let (log, _sm) = common::open(&dir).expect("an empty database is a store being created");
+    assert!(log.is_pristine().expect("pristine"));
+    drop((log, _sm));
+    assert!(dir.join(store::MARKER_FILE).exists());
+
+    // The same crash of an older quorate, which created sled's files: they are moved aside.
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("raft");
     drop(sled::open(&dir).expect("sled"));
@@ -320,8 +459,9 @@ fn finishes_an_interrupted_creation() {
     assert!(log.is_pristine().expect("pristine"));
     drop((log, _sm));
     assert!(dir.join(store::MARKER_FILE).exists());
+    assert!(!dir.join("db").exists() && dir.join(store::SLED_ASIDE).join("db").exists());
 
-    // A crash after the meta tree was written but before the marker was.
+    // A crash after the meta table was written but before the marker was.
     let (_tmp, dir) = populated();
     fs::remove_file(dir.join(store::MARKER_FILE)).expect("remove marker");
     let (log, sm) = common::open(&dir).expect("a store without its marker still opens");

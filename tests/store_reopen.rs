@@ -238,7 +238,7 @@ fn a_new_store_is_created_with_missing_parent_directories() {
     assert!(log.is_pristine().expect("pristine"));
     assert_eq!(sm.applied().last_applied, None);
     assert!(dir.join(quorate::consensus::store::MARKER_FILE).is_file());
-    assert!(dir.join("db").is_file());
+    assert!(dir.join(quorate::consensus::store::DB_FILE).is_file());
 }
 
 #[test]

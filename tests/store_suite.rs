@@ -1,4 +1,4 @@
-//! Runs openraft's own storage conformance suite against quorate's sled store.
+//! Runs openraft's own storage conformance suite against quorate's redb store.
 
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{ErrorSubject, ErrorVerb, StorageError};

@@ -2,17 +2,27 @@
 //! `quorate-agent unfence-peer`.
 //!
 //! When the owner's DRBD loses its peer it freezes I/O and runs `fence-peer`. quorate's handler
-//! commits `outdated = peer` through the cluster and only then lets DRBD resume (exit 4,
+//! commits "peer outdated" through the cluster and only then lets DRBD resume (exit 4,
 //! "peer outdated"), so a node that missed writes can never be promoted automatically. If it
 //! cannot commit (no quorum) it fails: I/O stays frozen and the owner's lease runs out. After
 //! a resync DRBD runs `unfence-peer`, which clears the mark.
+//!
+//! The mark is a compare-and-set ([`crate::core::state::Command::OutdatePeer`]): the handler
+//! names the owner and epoch it believes it holds, and the state machine outdates the peer only
+//! if that is still so where the entry lands in the log. The handler learns that epoch once,
+//! when DRBD calls it, from its own member's committed state, and keeps it for the whole run.
+//! That reading may be stale (this node may have been cut off while the leader moved the
+//! group); the compare-and-set is what makes it safe: an old owner whose partition heals while
+//! the handler retries finds its entry refused, exits [`FENCE_PEER_FAILED`], and DRBD keeps
+//! its I/O frozen instead of resuming beside the new owner. Keeping the epoch for the run means
+//! a run that began under one epoch never acts for a later one.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::consensus::types::Role;
-use crate::rpc::admin::{AdminClient, AdminError};
+use crate::rpc::admin::AdminClient;
 
 /// `fence-peer` exit status: the peer's disk is now marked Outdated.
 pub const FENCE_PEER_OUTDATED: u8 = 4;
@@ -43,15 +53,17 @@ pub async fn fence_peer(config: &Config, resource: &str, timeout: Duration) -> E
         format!("DRBD on {me} lost its peer (resource {resource}); fence-peer outdated {peer}");
     let started = Instant::now();
     let mut last_error = String::from("no attempt");
+    // The epoch this node owns as it saw it when DRBD called; learnt once (see the module doc).
+    let mut epoch = None;
     while started.elapsed() < timeout {
-        match attempt_fence(config, &me, &peer, &reason).await {
+        match attempt_fence(config, &me, &peer, &reason, &mut epoch).await {
             Ok(()) => {
                 tracing::warn!(%peer, resource, "fence-peer: peer marked outdated");
                 println!("{peer} marked outdated");
                 return ExitCode::from(FENCE_PEER_OUTDATED);
             }
             Err(Attempt::Final(why)) => {
-                eprintln!("fence-peer: {why}");
+                eprintln!("fence-peer: {why}; DRBD keeps I/O frozen");
                 return ExitCode::from(FENCE_PEER_FAILED);
             }
             Err(Attempt::Retry(why)) => last_error = why,
@@ -70,26 +82,39 @@ enum Attempt {
     Final(String),
 }
 
-async fn attempt_fence(config: &Config, me: &str, peer: &str, reason: &str) -> Result<(), Attempt> {
+async fn attempt_fence(
+    config: &Config,
+    me: &str,
+    peer: &str,
+    reason: &str,
+    epoch: &mut Option<u64>,
+) -> Result<(), Attempt> {
     let mut client = AdminClient::new(&my_endpoint(config), Duration::from_secs(2))
         .map_err(|e| Attempt::Final(e.to_string()))?;
-    let status = client
-        .status()
-        .await
-        .map_err(|e| Attempt::Retry(e.to_string()))?;
-    if status.owner.as_deref() != Some(me) || status.released {
-        return Err(Attempt::Final(format!(
-            "{me} does not own the group (owner: {}); it must not outdate {peer}",
-            status.owner.as_deref().unwrap_or("none")
-        )));
-    }
-    let already = status.members.iter().any(|m| m.name == peer && m.outdated);
-    if already {
-        return Ok(());
-    }
-    match client.set_outdated(peer, true, reason).await {
-        Ok(_) => Ok(()),
-        Err(AdminError::Refused { message, .. }) => Err(Attempt::Retry(message)),
+    let epoch = match *epoch {
+        Some(epoch) => epoch,
+        None => {
+            let status = client
+                .status()
+                .await
+                .map_err(|e| Attempt::Retry(e.to_string()))?;
+            if status.owner.as_deref() != Some(me) || status.released {
+                return Err(Attempt::Final(format!(
+                    "{me} does not own the group (owner: {}); it must not outdate {peer}",
+                    status.owner.as_deref().unwrap_or("none")
+                )));
+            }
+            *epoch = Some(status.epoch);
+            status.epoch
+        }
+    };
+    // Always committed, even when the peer already shows as outdated: only the state
+    // machine's compare-and-set may say that this node still owns `epoch`.
+    match client.fence_peer(me, epoch, peer, reason).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(refused)) => Err(Attempt::Final(format!(
+            "the cluster refused to outdate {peer}: {refused}"
+        ))),
         Err(e) => Err(Attempt::Retry(e.to_string())),
     }
 }

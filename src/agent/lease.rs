@@ -3,8 +3,9 @@
 //!
 //! `t0` is taken before the request is sent. On a grant the lease runs until
 //! `t0 + lease·(1−ρ)` on this process's clock, and the guard is armed with the same deadline
-//! in nanoseconds of the same kernel clock ([`crate::clock::LEASE_CLOCK`]). Nothing else
-//! extends the lease.
+//! in nanoseconds of the same kernel clock ([`crate::clock::LEASE_CLOCK`], `CLOCK_BOOTTIME`:
+//! time the host spent suspended counts against the lease, so a resumed owner does not trust a
+//! lease of old time). Nothing else extends the lease.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,17 @@ pub struct Lease {
     pub until: Millis,
 }
 
+/// An epoch this node gave up: an action under it failed in a way that asks for fencing (a
+/// stop that failed), so the node asks no more renewals for it and lets its lease run out.
+/// Set by the executor ([`crate::agent::reconcile`]); it applies to that epoch only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GaveUp {
+    /// The epoch given up.
+    pub epoch: u64,
+    /// What failed, for the log and `status`.
+    pub why: String,
+}
+
 /// Everything the renewal loop needs.
 pub struct Renewer {
     /// The Raft handle (to find the leader).
@@ -60,6 +72,8 @@ pub struct Renewer {
     pub healthy: watch::Receiver<bool>,
     /// The guard process, when one runs.
     pub guard: Option<Arc<Mutex<GuardHandle>>>,
+    /// The epoch this node gave up, if any: never renewed again.
+    pub gave_up: watch::Receiver<Option<GaveUp>>,
 }
 
 impl Renewer {
@@ -76,13 +90,18 @@ impl Renewer {
                 .get(&self.me)
                 .map(|m| m.role)
                 .unwrap_or(view::Role::Management);
-            let due = renewal_due(self.me, role, &view);
+            // A given-up epoch is never renewed again: the lease the node holds for it only
+            // runs out, the guard's deadline with it, and the leader, hearing no renewal,
+            // moves the group once that lease has ended (see `core::leader`).
+            let due = renewal_due(self.me, role, &view).filter(|o| !self.gave_up(o.epoch));
             let renew_epoch = due.map(|o| o.epoch).unwrap_or(0);
             let healthy = *self.healthy.borrow();
             let t0 = clock::now();
             let t0_ns = clock::lease_now_ns().ok();
             match self.report(&mut clients, renew_epoch, healthy).await {
-                Some(Ok(true)) if renew_epoch > 0 => {
+                // A grant that comes back after the epoch was given up (the report was in
+                // flight) is neither published nor armed: the leader merely waits longer.
+                Some(Ok(true)) if renew_epoch > 0 && !self.gave_up(renew_epoch) => {
                     let until = self.timing.owner_lease_until(t0);
                     let lease = Lease {
                         epoch: renew_epoch,
@@ -124,6 +143,14 @@ impl Renewer {
                 _ = tokio::time::sleep(self.interval) => {}
             }
         }
+    }
+
+    /// Whether this node gave up `epoch`.
+    fn gave_up(&self, epoch: u64) -> bool {
+        self.gave_up
+            .borrow()
+            .as_ref()
+            .is_some_and(|g| g.epoch == epoch)
     }
 
     /// One report to the leader; `None` when no leader answered.

@@ -5,7 +5,9 @@
 //! `monitor_interval`), the reconciler (the observe-decide-act loop) and, in production, a
 //! guard child process that fences by itself when the agent stops renewing. On a clean
 //! shutdown an owner stops its group in order and commits `Released`, so the other node can
-//! take over at once instead of waiting out the lease.
+//! take over at once instead of waiting out the lease. Only a stop that succeeded is followed
+//! by `Released`: after a failed stop the owner fences and exits without releasing, and the
+//! other node waits for the lease as if this one had died.
 //!
 //! Shutdown is structured ([`Lifetime`]): every task, the reconciler's action executor
 //! included, is spawned on one task tracker. A clean shutdown cancels the stop token and waits
@@ -176,6 +178,7 @@ impl Agent {
             .collect();
         let (monitored_tx, monitored_rx) = watch::channel(initial);
         let monitor_now = Arc::new(Notify::new());
+        let (gave_up_tx, gave_up_rx) = watch::channel(None);
 
         let renewer = Renewer {
             raft: arbiter.raft().clone(),
@@ -190,6 +193,7 @@ impl Agent {
             lease: lease_tx,
             healthy: healthy_rx,
             guard: guard.clone(),
+            gave_up: gave_up_rx,
         };
         let reconciler = Reconciler {
             me: config.node_id,
@@ -204,6 +208,7 @@ impl Agent {
             proposer: arbiter.proposer().clone(),
             notes: arbiter.notes().clone(),
             guard: guard.clone(),
+            gave_up: Arc::new(gave_up_tx),
         };
         let lifetime = Lifetime::new();
         lifetime.spawn(renewer.run(lifetime.stop.clone()));
@@ -237,7 +242,9 @@ impl Agent {
 
     /// Stops the agent. Its tasks end the step in hand (see [`reconcile`] for the action
     /// executor); then an owner stops its group in order and commits `Released` (bounded by
-    /// a timeout), so the other node takes over without waiting for the lease.
+    /// a timeout), so the other node takes over without waiting for the lease. When the stop
+    /// fails the owner fences and does not release; if the fence failed too, the guard stays
+    /// armed and closing it waits until it has fenced at the lease deadline.
     pub async fn shutdown(self) -> Result<(), AgentError> {
         self.lifetime.end(&self.lifetime.stop).await;
         self.hand_over().await;
@@ -280,10 +287,22 @@ impl Agent {
             epoch = owner.epoch,
             "shutting down: stopping the group and releasing"
         );
+        // Safety: `Released` tells the leader that this node holds nothing, and the leader then
+        // grants the group at once, with no lease wait. So it is committed only after an
+        // ordered stop that succeeded. After a failed stop this node fences and shuts down
+        // without releasing: its renewals ended with its tasks above, so the leader moves the
+        // group only once this node's lease must have run out (plus the fence margin), the
+        // same wait as for a node that died; meanwhile the guard, still armed unless the fence
+        // succeeded, fences at the deadline by itself.
         let stopped = tokio::time::timeout(Duration::from_secs(60), self.group.stop(&ctx)).await;
-        if !matches!(stopped, Ok(Ok(()))) {
-            tracing::error!("the group did not stop cleanly; fencing");
-            let _ = self.group.fence(&ctx).await;
+        let failure = match stopped {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("the ordered stop did not finish within 60 s".to_string()),
+        };
+        if let Some(why) = failure {
+            self.fence_without_releasing(&ctx, owner.epoch, &why).await;
+            return;
         }
         let request = crate::consensus::state::Request {
             command: Command::Release {
@@ -302,6 +321,29 @@ impl Agent {
         }
         if let Some(guard) = &self.guard {
             let _ = guard.lock().await.disarm(owner.epoch).await;
+        }
+    }
+
+    /// After an ordered stop that failed: fence, and do NOT commit `Released` (see
+    /// [`Agent::hand_over`]). The guard is disarmed only when the fence succeeded, so a node
+    /// that may still hold something is left to the guard and its watchdog.
+    async fn fence_without_releasing(&self, ctx: &ActionContext, epoch: u64, why: &str) {
+        tracing::error!(
+            epoch,
+            error = %why,
+            "shutting down WITHOUT releasing the group: the ordered stop failed, so the other node may take over only after this node's lease has run out; fencing"
+        );
+        match self.group.fence(ctx).await {
+            Ok(()) => {
+                if let Some(guard) = &self.guard {
+                    let _ = guard.lock().await.disarm(epoch).await;
+                }
+            }
+            Err(e) => tracing::error!(
+                epoch,
+                error = %e,
+                "the fence failed too; the guard stays armed and fences by itself at the lease deadline"
+            ),
         }
     }
 }

@@ -11,6 +11,22 @@
 //! hand finishes (a stop, a fence or a commit is bounded by its timeouts), except a start or a
 //! restart: those can wait on a hanging resource for long, and the hand-over stops the group
 //! in order right after, so they are dropped as a fence pre-empts them.
+//!
+//! A failed stop escalates. By the agent contract a stop succeeds or fails for good (it has
+//! already escalated inside the agent and within its timeout), so the group answers every
+//! failed stop with [`agent::Recovery::Fence`]. Reissuing it would hold MySQL and the VIP
+//! down while the lease, renewed all along, keeps the other node out: no failover, ever. So
+//! the first action that fails asking for a fence (a stop, a restart's stop, a start whose
+//! rollback could not stop) makes the node give up the epoch ([`GaveUp`]): it asks for no
+//! more renewals, runs the group's fence, and trusts its lease no longer. The leader, hearing
+//! no renewal, moves the group once the lease has ended (it never picks the silent owner).
+//! If the fence fails too, the guard fences at the lease deadline it was last armed with, and
+//! when that fails as well it stops petting the watchdog, so the node is reset. Meanwhile
+//! `status` shows, as this node's doing, the epoch given up and why.
+//!
+//! A start asks before each step whether the lease is still valid under the start's epoch
+//! (`LeaseHold::may_start`), so a start that stalled past its lease begins no further step
+//! beside the fence (see [`ResourceGroup::start_checked`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +35,7 @@ use tokio::sync::{watch, Mutex, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::lease::Lease;
+use super::lease::{GaveUp, Lease};
 use super::Lifetime;
 use crate::arbiter::propose::Proposer;
 use crate::arbiter::view::cluster_view;
@@ -32,7 +48,7 @@ use crate::core::time::Timing;
 use crate::core::view::{self, ResourceState, ResourceStatus};
 use crate::guard::GuardHandle;
 use crate::resources::agent::{self, ActionContext};
-use crate::resources::group::{GroupResourceStatus, ResourceGroup};
+use crate::resources::group::{GroupError, GroupResourceStatus, ResourceGroup};
 use crate::status::{AgentNote, NodeNotes};
 
 /// Everything the loop reads and drives.
@@ -61,6 +77,8 @@ pub struct Reconciler {
     pub notes: Arc<NodeNotes>,
     /// The guard, when one runs.
     pub guard: Option<Arc<Mutex<GuardHandle>>>,
+    /// The epoch this node gave up, if any; the executor sets it, the renewer obeys it.
+    pub gave_up: Arc<watch::Sender<Option<GaveUp>>>,
 }
 
 /// What one batch of actions came to.
@@ -94,8 +112,14 @@ impl Reconciler {
             if epoch_seen.0 != owner_epoch {
                 epoch_seen = (owner_epoch, clock::now());
             }
+            let gave_up = self.gave_up.borrow().clone();
+            // A lease of a given-up epoch is not trusted a moment longer, though it has not
+            // run out: the node decides as one without a lease, so it fences and starts
+            // nothing. Distrusting a lease early is always safe; only trusting one too long
+            // is not.
             let lease_until = current_lease
                 .filter(|l| Some(l.epoch) == view.owner.map(|o| o.epoch))
+                .filter(|l| gave_up.as_ref().is_none_or(|g| g.epoch != l.epoch))
                 .map(|l| l.until);
             let resources = self.monitored.borrow().clone();
             let now = clock::now();
@@ -111,7 +135,16 @@ impl Reconciler {
                 restarts_in_place: restarts.1,
             };
             let decision = node::decide(&input);
-            let text = decision.reason.to_string();
+            let mut text = decision.reason.to_string();
+            let due = node::renewal_due(self.me, view::Role::Management, &view).map(|o| o.epoch);
+            if let Some(g) = gave_up.filter(|g| Some(g.epoch) == due) {
+                text = format!(
+                    "gave up epoch {} after a failed action ({}): not renewing the lease, \
+                     which the guard enforces at its deadline; the leader moves the group \
+                     once it ends. {text}",
+                    g.epoch, g.why
+                );
+            }
             // Log when the kind of decision or the epoch changes, not when only the lease
             // countdown in the sentence moved.
             let key = format!(
@@ -220,28 +253,102 @@ impl Reconciler {
         actions: Vec<NodeAction>,
         epoch_seen_at: crate::core::time::Millis,
     ) -> JoinHandle<Option<Outcome>> {
-        let group = self.group.clone();
-        let proposer = self.proposer.clone();
-        let me = self.me;
-        let name = self.name.clone();
-        let stop = lifetime.stop.clone();
-        lifetime.spawn(async move {
-            execute(actions, &group, &proposer, me, &name, epoch_seen_at, &stop).await
+        let executor = Executor {
+            group: self.group.clone(),
+            proposer: self.proposer.clone(),
+            me: self.me,
+            name: self.name.clone(),
+            stop: lifetime.stop.clone(),
+            hold: LeaseHold {
+                lease: self.lease.clone(),
+                gave_up: self.gave_up.clone(),
+            },
+        };
+        lifetime.spawn(async move { execute(&executor, actions, epoch_seen_at).await })
+    }
+}
+
+/// The lease as the executor sees it: what a start checks before each step, and where a
+/// failed stop gives the epoch up.
+struct LeaseHold {
+    lease: watch::Receiver<Option<Lease>>,
+    gave_up: Arc<watch::Sender<Option<GaveUp>>>,
+}
+
+impl LeaseHold {
+    /// Whether a start step under `epoch` may begin now: this node holds a lease of that
+    /// epoch, it has not run out, and the epoch was not given up.
+    ///
+    /// `until` is on this process's clock ([`clock::now`]) and was computed from a `t0` taken
+    /// before the renewal was asked (see [`super::lease`]), so it never ends later than the
+    /// lease the leader counts; the guard is armed with the same deadline. A step that passes
+    /// this check therefore begins before the guard or the decision loop can have fenced.
+    fn may_start(&self, epoch: u64) -> Result<(), String> {
+        if self
+            .gave_up
+            .borrow()
+            .as_ref()
+            .is_some_and(|g| g.epoch == epoch)
+        {
+            return Err(format!("this node gave up epoch {epoch}"));
+        }
+        let now = clock::now();
+        match *self.lease.borrow() {
+            None => Err(format!("no lease held for epoch {epoch}")),
+            Some(lease) if lease.epoch != epoch => Err(format!(
+                "the lease held is of epoch {}, not {epoch}",
+                lease.epoch
+            )),
+            Some(lease) if now < lease.until => Ok(()),
+            Some(lease) => Err(format!(
+                "the lease of epoch {epoch} ended {} ms ago",
+                lease.until.until(now)
+            )),
+        }
+    }
+
+    /// Gives up `epoch` (`why` says what failed): no renewal is asked for it from now on.
+    /// Returns false when it was given up already.
+    fn give_up(&self, epoch: u64, why: &str) -> bool {
+        self.gave_up.send_if_modified(|current| {
+            if current.as_ref().is_some_and(|g| g.epoch >= epoch) {
+                return false;
+            }
+            *current = Some(GaveUp {
+                epoch,
+                why: why.to_string(),
+            });
+            true
         })
     }
 }
 
-/// Carries out `actions` in order, stopping at the first that fails or once `stop` (the
-/// agent's stop token) is cancelled: see the module's note on shutdown.
-async fn execute(
-    actions: Vec<NodeAction>,
-    group: &ResourceGroup,
-    proposer: &Proposer,
+/// What one batch of actions runs with.
+struct Executor {
+    group: Arc<ResourceGroup>,
+    proposer: Arc<Proposer>,
     me: NodeId,
-    name: &str,
+    name: String,
+    /// The agent's stop token: see the module's note on shutdown.
+    stop: CancellationToken,
+    hold: LeaseHold,
+}
+
+/// Carries out `actions` in order, stopping at the first that fails or once the agent's
+/// stop token is cancelled: see the module's note on shutdown. A failure that asks for
+/// fencing gives the epoch up and fences first ([`Executor::escalate`]).
+async fn execute(
+    executor: &Executor,
+    actions: Vec<NodeAction>,
     epoch_seen_at: crate::core::time::Millis,
-    stop: &CancellationToken,
 ) -> Outcome {
+    let (group, proposer, me, name, stop) = (
+        executor.group.as_ref(),
+        executor.proposer.as_ref(),
+        executor.me,
+        executor.name.as_str(),
+        &executor.stop,
+    );
     let mut outcome = Outcome {
         epoch: 0,
         recoveries: 0,
@@ -257,42 +364,62 @@ async fn execute(
             epoch,
             node: name.to_string(),
         };
+        let may_start = || executor.hold.may_start(epoch);
+        // Whether the failure asks for this node to be fenced (a stop that failed).
+        let mut fence_me = false;
         let result: Result<(), String> = match &action {
-            NodeAction::StartGroup { .. } => match unless_stopping(stop, group.start(&ctx)).await {
-                None => break,
-                Some(Ok(phases)) => {
-                    let since_grant_ms = clock::now().since(epoch_seen_at);
-                    let phases = phases
-                        .into_iter()
-                        .map(|(n, d)| (n, u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
-                        .collect();
-                    let record = Command::RecordStarted {
-                        node: me,
-                        epoch,
-                        phases,
-                        since_grant_ms,
-                    };
-                    if let Err(e) = propose(proposer, me, name, record, "the group is up").await {
-                        tracing::warn!(error = %e, "could not record the start in the history");
+            NodeAction::StartGroup { .. } => {
+                match unless_stopping(stop, group.start_checked(&ctx, &may_start)).await {
+                    None => break,
+                    Some(Ok(phases)) => {
+                        let since_grant_ms = clock::now().since(epoch_seen_at);
+                        let phases = phases
+                            .into_iter()
+                            .map(|(n, d)| (n, u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+                            .collect();
+                        let record = Command::RecordStarted {
+                            node: me,
+                            epoch,
+                            phases,
+                            since_grant_ms,
+                        };
+                        if let Err(e) = propose(proposer, me, name, record, "the group is up").await
+                        {
+                            tracing::warn!(error = %e, "could not record the start in the history");
+                        }
+                        Ok(())
                     }
-                    Ok(())
-                }
-                Some(Err(e)) => {
-                    // A passing problem (a peer that still holds DRBD Primary) is retried
-                    // here without using up a recovery: moving the group would not help.
-                    if e.recovery() != Some(agent::Recovery::Retry) {
-                        outcome.recoveries += 1;
+                    Some(Err(e)) => {
+                        // A passing problem (a peer that still holds DRBD Primary) is
+                        // retried here without using up a recovery: moving the group would
+                        // not help. Nor does a start the lease check ended count: the
+                        // resources did not fail.
+                        if e.recovery() != Some(agent::Recovery::Retry)
+                            && !matches!(e, GroupError::StartInterrupted { .. })
+                        {
+                            outcome.recoveries += 1;
+                        }
+                        fence_me = e.recovery() == Some(agent::Recovery::Fence);
+                        Err(e.to_string())
                     }
-                    Err(e.to_string())
                 }
-            },
-            NodeAction::StopGroup { .. } => group.stop(&ctx).await.map_err(|e| e.to_string()),
+            }
+            NodeAction::StopGroup { .. } => group.stop(&ctx).await.map_err(|e| {
+                fence_me = e.recovery() == Some(agent::Recovery::Fence);
+                e.to_string()
+            }),
+            // A fence that fails is already the last step the agent has: the guard and
+            // the watchdog take it from there.
             NodeAction::Fence { .. } => group.fence(&ctx).await.map_err(|e| e.to_string()),
             NodeAction::RestartResource { name: resource, .. } => {
                 outcome.recoveries += 1;
-                match unless_stopping(stop, group.restart_from(resource, &ctx)).await {
+                let restart = group.restart_from_checked(resource, &ctx, &may_start);
+                match unless_stopping(stop, restart).await {
                     None => break,
-                    Some(restarted) => restarted.map_err(|e| e.to_string()),
+                    Some(restarted) => restarted.map_err(|e| {
+                        fence_me = e.recovery() == Some(agent::Recovery::Fence);
+                        e.to_string()
+                    }),
                 }
             }
             NodeAction::CommitReleased { .. } => {
@@ -320,11 +447,47 @@ async fn execute(
             Ok(()) => tracing::info!(epoch, action = ?action, "done"),
             Err(error) => {
                 tracing::error!(epoch, action = ?action, %error, "action failed");
+                if fence_me {
+                    executor.escalate(&ctx, &error).await;
+                }
                 break;
             }
         }
     }
     outcome
+}
+
+impl Executor {
+    /// An action under `ctx.epoch` failed asking for a fence (`why`): give the epoch up, so
+    /// no renewal is asked for it any more, then fence the group at once.
+    ///
+    /// Giving up comes first: the fence may take up to the action timeout per resource, and
+    /// the lease must be running out meanwhile, not renewed. Not releasing is deliberate: a
+    /// release lets the leader grant at once, with no lease wait, which only a stop that
+    /// succeeded may allow. Here the other node gets the group once the lease has ended, by
+    /// when either this fence or, failing it, the guard has fenced (and failing that too, the
+    /// watchdog resets the node).
+    async fn escalate(&self, ctx: &ActionContext, why: &str) {
+        if self.hold.give_up(ctx.epoch, why) {
+            tracing::error!(
+                epoch = ctx.epoch,
+                reason = %why,
+                "giving up the epoch: no more lease renewals; fencing the group"
+            );
+        }
+        match self.group.fence(ctx).await {
+            Ok(()) => tracing::warn!(
+                epoch = ctx.epoch,
+                "group fenced after the failure; the lease runs out and the leader moves the group"
+            ),
+            Err(e) => tracing::error!(
+                epoch = ctx.epoch,
+                error = %e,
+                "the fence failed too: the guard fences at the lease deadline and, if that \
+                 fails as well, stops petting the watchdog so the node is reset"
+            ),
+        }
+    }
 }
 
 /// Runs a start or a restart unless the agent stops first (`None`: dropped for the
@@ -380,5 +543,60 @@ pub fn core_status(status: &GroupResourceStatus) -> ResourceStatus {
     ResourceStatus {
         name: status.resource.clone(),
         state: status.state.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(lease: Option<Lease>) -> (watch::Sender<Option<Lease>>, LeaseHold) {
+        let (lease_tx, lease) = watch::channel(lease);
+        let (gave_up, _) = watch::channel(None);
+        let hold = LeaseHold {
+            lease,
+            gave_up: Arc::new(gave_up),
+        };
+        (lease_tx, hold)
+    }
+
+    #[test]
+    fn a_start_step_needs_a_running_lease_of_its_own_epoch() {
+        let now = clock::now();
+        let (lease, hold) = hold(None);
+        assert!(hold.may_start(4).unwrap_err().contains("no lease"));
+        lease.send_replace(Some(Lease {
+            epoch: 4,
+            until: now.plus(60_000),
+        }));
+        assert_eq!(hold.may_start(4), Ok(()));
+        let other = hold.may_start(5).unwrap_err();
+        assert!(other.contains("epoch 4, not 5"), "{other}");
+        lease.send_replace(Some(Lease {
+            epoch: 4,
+            until: now,
+        }));
+        let ended = hold.may_start(4).unwrap_err();
+        assert!(ended.contains("ended"), "{ended}");
+    }
+
+    #[test]
+    fn a_given_up_epoch_starts_nothing_and_is_given_up_once() {
+        let (_lease, hold) = hold(Some(Lease {
+            epoch: 4,
+            until: clock::now().plus(60_000),
+        }));
+        assert!(hold.give_up(4, "stop failed at db"));
+        assert!(!hold.give_up(4, "stop failed again"), "already given up");
+        assert!(!hold.give_up(3, "an older epoch"), "never goes back");
+        let refused = hold.may_start(4).unwrap_err();
+        assert!(refused.contains("gave up epoch 4"), "{refused}");
+        assert_eq!(
+            hold.gave_up.borrow().clone(),
+            Some(GaveUp {
+                epoch: 4,
+                why: "stop failed at db".into()
+            })
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! Consensus: openraft's type configuration, the replicated state machine's content, the
-//! durable sled store and the gRPC network. The rest of quorate reaches openraft only
+//! durable redb store and the gRPC network. The rest of quorate reaches openraft only
 //! through this module.
 
 pub mod network;

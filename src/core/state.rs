@@ -67,12 +67,26 @@ pub enum Command {
         /// The new mark.
         standby: bool,
     },
-    /// Marks or unmarks a node's data as possibly stale.
+    /// Marks or unmarks a node's data as possibly stale, unconditionally: the operator's
+    /// `mark-outdated` / `clear-outdated` and DRBD's `unfence-peer` after a resync. DRBD's
+    /// `fence-peer` handler never uses it; it uses [`Command::OutdatePeer`].
     SetOutdated {
         /// The node.
         node: NodeId,
         /// The new mark.
         outdated: bool,
+    },
+    /// DRBD's `fence-peer` handler on the owner outdates its peer so that DRBD may resume I/O.
+    /// A compare-and-set: applies only while `owner` holds `epoch` (not released) and `peer`
+    /// is not the owner; otherwise it is refused and changes nothing, and the handler keeps
+    /// DRBD's I/O frozen.
+    OutdatePeer {
+        /// The node whose handler asks: it must be the owner.
+        owner: NodeId,
+        /// The owner epoch the handler believes it holds.
+        epoch: u64,
+        /// The node to mark outdated.
+        peer: NodeId,
     },
     /// Enters or leaves maintenance mode.
     SetPaused {
@@ -357,6 +371,35 @@ impl ClusterState {
                     format!("node {node} is up to date again")
                 }))
             }
+            Command::OutdatePeer { owner, epoch, peer } => {
+                // Safety: the handler's reading of who owns the group may be stale (it asked
+                // its own member, which may have been cut off while the leader moved the
+                // group). This check runs where the log orders it: after every grant
+                // committed before it. If the group moved, the handler's node is no longer
+                // the owner of `epoch` and the entry changes nothing, so an old owner can
+                // never outdate the new one and resume I/O beside it. Epochs only grow, so
+                // a refusal is final. A released epoch is refused too: a node that gave the
+                // group up has no I/O to resume.
+                let holds =
+                    self.owner == Some(Owner { node: owner, epoch }) && !self.owner_released();
+                if !holds {
+                    return Err(format!(
+                        "node {owner} does not hold epoch {epoch} (the owner is {}); it must not outdate node {peer}",
+                        describe_owner(self.owner, self.released)
+                    ));
+                }
+                if peer == owner {
+                    return Err(format!("node {peer} owns the group; it cannot be outdated"));
+                }
+                let marks = self.nodes.entry(peer).or_default();
+                if marks.outdated {
+                    return Ok(None);
+                }
+                marks.outdated = true;
+                Ok(Some(format!(
+                    "node {peer} marked outdated by the owner node {owner} (epoch {epoch})"
+                )))
+            }
             Command::SetPaused { paused } => {
                 if self.paused == paused {
                     return Ok(None);
@@ -408,6 +451,18 @@ impl ClusterState {
     }
 }
 
+/// The owner as a refusal names it: "node 2 at epoch 9", "node 2 at epoch 9, released",
+/// or "nobody".
+fn describe_owner(owner: Option<Owner>, released: Option<u64>) -> String {
+    match owner {
+        Some(o) if released == Some(o.epoch) => {
+            format!("node {} at epoch {}, released", o.node, o.epoch)
+        }
+        Some(o) => format!("node {} at epoch {}", o.node, o.epoch),
+        None => "nobody".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,6 +511,99 @@ mod tests {
         );
         let role: Role = serde_json::from_str(r#""witness""#).unwrap();
         assert_eq!(role, Role::Witness);
+        // The operator's unconditional mark keeps its stored form; fence-peer's
+        // compare-and-set is a variant of its own.
+        assert_eq!(
+            serde_json::to_string(&Command::SetOutdated {
+                node: 2,
+                outdated: true
+            })
+            .unwrap(),
+            r#"{"SetOutdated":{"node":2,"outdated":true}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Command::OutdatePeer {
+                owner: 1,
+                epoch: 5,
+                peer: 2
+            })
+            .unwrap(),
+            r#"{"OutdatePeer":{"owner":1,"epoch":5,"peer":2}}"#
+        );
+    }
+
+    fn owned(node: NodeId, epoch: u64) -> ClusterState {
+        let mut s = ClusterState::default();
+        s.apply(
+            epoch,
+            &req(Command::GrantOwnership {
+                node,
+                expected: None,
+            }),
+            &roles(),
+        );
+        s
+    }
+
+    fn outdate_peer(owner: NodeId, epoch: u64, peer: NodeId) -> Request {
+        req(Command::OutdatePeer { owner, epoch, peer })
+    }
+
+    #[test]
+    fn fence_peer_outdates_the_peer_while_the_owner_holds_its_epoch() {
+        let mut s = owned(1, 5);
+        let r = s.apply(6, &outdate_peer(1, 5, 2), &roles());
+        assert_eq!(r.refused, None);
+        assert!(s.marks(2).outdated);
+        assert!(s.history.back().unwrap().what.contains("marked outdated"));
+        // Again: harmless, no new history line.
+        let lines = s.history.len();
+        assert_eq!(s.apply(7, &outdate_peer(1, 5, 2), &roles()).refused, None);
+        assert_eq!(s.history.len(), lines);
+    }
+
+    #[test]
+    fn fence_peer_from_a_stale_owner_is_refused_and_outdates_nobody() {
+        // Node 1 owned epoch 5; the group moved to node 2 (epoch 9) while node 1 was cut off.
+        let mut s = owned(1, 5);
+        s.apply(
+            9,
+            &req(Command::GrantOwnership {
+                node: 2,
+                expected: Some(5),
+            }),
+            &roles(),
+        );
+        let before = s.clone();
+        let r = s.apply(10, &outdate_peer(1, 5, 2), &roles());
+        let why = r.refused.expect("a stale epoch is refused");
+        assert!(why.contains("does not hold epoch 5"), "{why}");
+        assert!(why.contains("node 2 at epoch 9"), "{why}");
+        assert_eq!(s, before, "a refused entry changes nothing");
+        // The right node with a wrong epoch, and any node once the epoch was released,
+        // are refused as well.
+        assert!(s
+            .apply(11, &outdate_peer(2, 5, 1), &roles())
+            .refused
+            .is_some());
+        s.apply(12, &req(Command::Release { node: 2, epoch: 9 }), &roles());
+        let why = s
+            .apply(13, &outdate_peer(2, 9, 1), &roles())
+            .refused
+            .unwrap();
+        assert!(why.contains("released"), "{why}");
+        assert!(!s.marks(1).outdated && !s.marks(2).outdated);
+    }
+
+    #[test]
+    fn fence_peer_never_outdates_the_owner() {
+        let mut s = owned(1, 5);
+        let why = s
+            .apply(6, &outdate_peer(1, 5, 1), &roles())
+            .refused
+            .unwrap();
+        assert!(why.contains("owns the group"), "{why}");
+        assert!(!s.marks(1).outdated);
     }
 
     #[test]

@@ -132,7 +132,7 @@ impl GuardHandle {
         self.pid
     }
 
-    /// Tells the guard the lease holds until `deadline_ns` (`CLOCK_MONOTONIC`) under `epoch`.
+    /// Tells the guard the lease holds until `deadline_ns` (lease clock) under `epoch`.
     pub async fn arm(&mut self, deadline_ns: u64, epoch: u64) -> Result<(), GuardError> {
         self.send(GuardCommand::Arm { deadline_ns, epoch }).await
     }

@@ -1,8 +1,9 @@
 //! The lease guard: a separate process that fences the owner when its lease runs out, even if
 //! the agent process hangs, is stopped (SIGSTOP) or crashed.
 //!
-//! The agent holds `lease_until` on the lease clock ([`crate::clock::LEASE_CLOCK`], today
-//! `CLOCK_MONOTONIC`). At each renewal it sends the guard
+//! The agent holds `lease_until` on the lease clock ([`crate::clock::LEASE_CLOCK`],
+//! `CLOCK_BOOTTIME`, which counts time the host spent suspended; the agent and the guard read
+//! the same clock, since the deadline crosses between them). At each renewal it sends the guard
 //! `arm <deadline_ns> <epoch>` over a pipe (the guard's stdin, see [`protocol`]); when it has
 //! released everything it sends `disarm <epoch>`. The guard sleeps until the armed deadline; if
 //! the deadline passes with no later `arm`, it fences by itself: it logs loudly (epoch, how late),
@@ -84,9 +85,9 @@ impl Default for GuardSettings {
 pub struct FenceRecord {
     /// The epoch whose lease ran out.
     pub epoch: u64,
-    /// The deadline that passed, `CLOCK_MONOTONIC` ns.
+    /// The deadline that passed, lease-clock ns.
     pub deadline_ns: u64,
-    /// When the guard noticed and began fencing, `CLOCK_MONOTONIC` ns.
+    /// When the guard noticed and began fencing, lease-clock ns.
     pub started_ns: u64,
     /// How late the guard began after the deadline, in ns.
     pub late_ns: u64,
@@ -363,6 +364,12 @@ impl Guard {
 
 /// The tokio instant matching a lease-clock deadline (tokio's clock need not be the lease
 /// clock, so only differences are carried across).
+///
+/// Tokio times on `CLOCK_MONOTONIC`, which stops while the host is suspended, so after a
+/// suspend this wake-up comes late by the time suspended. That does not delay the fence: the
+/// pet tick wakes the loop every `pet_interval` of awake time, and every turn of the loop reads
+/// the lease clock (`CLOCK_BOOTTIME`) first, so a deadline that passed during a suspend is
+/// fenced within one pet interval of resuming, and the watchdog is not petted meanwhile.
 fn instant_for(deadline_ns: u64) -> Instant {
     let now = Instant::now();
     let now_ns = clock::guard_now_ns();

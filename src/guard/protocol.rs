@@ -3,13 +3,13 @@
 //! One message per line, ASCII, fields separated by one space, numbers in plain decimal:
 //!
 //! ```text
-//! arm <deadline_monotonic_ns> <epoch>    the lease holds until the deadline, under this epoch
+//! arm <deadline_ns> <epoch>              the lease holds until the deadline, under this epoch
 //! disarm <epoch>                         the node holds nothing any more
 //! ping                                   the agent is alive; changes nothing
 //! ```
 //!
-//! Deadlines are nanoseconds on the lease clock (`CLOCK_MONOTONIC`, see
-//! [`crate::clock::LEASE_CLOCK`]). Parsing is strict: no signs, no extra spaces, no carriage
+//! Deadlines are nanoseconds on the lease clock (`CLOCK_BOOTTIME`, see
+//! [`crate::clock::LEASE_CLOCK`]), which the agent and the guard both read. Parsing is strict: no signs, no extra spaces, no carriage
 //! returns, no trailing fields, at most [`MAX_LINE_BYTES`] bytes. A line that breaks a rule is rejected with a [`ProtocolError`] that
 //! names the problem; the guard logs it and keeps its current deadline, never panics.
 
@@ -21,9 +21,9 @@ pub const MAX_LINE_BYTES: usize = 128;
 /// One message from the agent to its guard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GuardCommand {
-    /// The lease holds until `deadline_ns` on the monotonic clock, under owner epoch `epoch`.
+    /// The lease holds until `deadline_ns` on the lease clock, under owner epoch `epoch`.
     Arm {
-        /// `lease_until` in `CLOCK_MONOTONIC` nanoseconds.
+        /// `lease_until` in lease-clock (`CLOCK_BOOTTIME`) nanoseconds.
         deadline_ns: u64,
         /// The owner epoch (fencing token) the lease belongs to.
         epoch: u64,

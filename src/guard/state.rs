@@ -1,6 +1,6 @@
 //! What the guard believes about the lease, and its rules, with no clock and no I/O.
 //!
-//! The guard loop feeds it messages and the current monotonic time; it answers whether a
+//! The guard loop feeds it messages and the current lease-clock time; it answers whether a
 //! message was applied or ignored (and why), whether the armed deadline has passed, and whether
 //! the watchdog may be petted. Keeping this pure lets the tests state every rule directly.
 //!
@@ -17,7 +17,7 @@
 //! - **Disarm** (`disarm e`, `e` at least the highest epoch): the node holds nothing, so there is
 //!   no deadline to keep, and a past failed fence is forgiven (the agent only disarms after a
 //!   stop that succeeded).
-//! - **Expiry.** Once the monotonic time reaches the armed deadline, the guard must fence; after
+//! - **Expiry.** Once the lease-clock time reaches the armed deadline, the guard must fence; after
 //!   fencing it is disarmed until a new `arm`.
 //!
 //! Watchdog petting policy (see [`GuardState::may_pet`]): pet while the armed lease is valid, or
@@ -31,7 +31,7 @@ use super::protocol::GuardCommand;
 /// An armed lease: the deadline and the epoch it belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lease {
-    /// `lease_until` in `CLOCK_MONOTONIC` nanoseconds.
+    /// `lease_until` in lease-clock (`CLOCK_BOOTTIME`) nanoseconds.
     pub deadline_ns: u64,
     /// The owner epoch.
     pub epoch: u64,

@@ -1,5 +1,5 @@
 //! In-process tests of the guard loop: real clock, short deadlines, fake agents that record
-//! every fence call with the monotonic time it happened.
+//! every fence call with the lease-clock time it happened.
 
 use super::*;
 use crate::resources::agent::{AgentError, Recovery, ResourceState};
@@ -17,7 +17,7 @@ enum Behaviour {
     Hang,
 }
 
-/// One fence call: which agent, which epoch, when (monotonic ns).
+/// One fence call: which agent, which epoch, when (lease-clock ns).
 #[derive(Clone, Debug)]
 struct Call {
     name: String,
@@ -165,7 +165,7 @@ async fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bo
     }
 }
 
-/// Asserts `invariant` on every poll until the monotonic clock reaches `until_ns`.
+/// Asserts `invariant` on every poll until the lease clock reaches `until_ns`.
 async fn hold_until(what: &str, until_ns: u64, mut invariant: impl FnMut() -> bool) {
     while now() < until_ns {
         assert!(invariant(), "{what}");

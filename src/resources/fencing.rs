@@ -7,6 +7,15 @@
 //! synced, renamed over the old one, and the directory synced, so a crash leaves either the old
 //! or the new value and never a torn one. An epoch equal to the last one is allowed, so a retry
 //! of the same owner term goes through.
+//!
+//! A fence is never refused: it only takes things down, so a stale or zero
+//! epoch cannot make it start anything, and a fence refused because the store is full, read-only
+//! or wiped would leave a node that lost its lease holding the group. A fence therefore goes
+//! through [`EpochGate::note_fence`], which records the epoch best-effort and cannot fail the
+//! fence; only [`EpochGate::admit`] (start, stop, restart) still refuses. The gate keeps two
+//! marks for that: the highest epoch seen (in memory, raised by fences too, so a stale start
+//! stays refused in this process) and the highest epoch written durably, so an epoch a fence saw
+//! but could not write is still written by the next start under it before that start runs.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,7 +45,16 @@ pub enum EpochError {
 #[derive(Debug)]
 pub struct EpochGate {
     path: PathBuf,
-    last: std::sync::Mutex<u64>,
+    marks: std::sync::Mutex<Marks>,
+}
+
+/// The gate's two marks; `durable <= last` always.
+#[derive(Debug, Clone, Copy)]
+struct Marks {
+    /// The highest epoch acted on, fences included; actions below it are refused.
+    last: u64,
+    /// The highest epoch known to be in the file.
+    durable: u64,
 }
 
 impl EpochGate {
@@ -63,13 +81,20 @@ impl EpochGate {
         };
         Ok(EpochGate {
             path,
-            last: std::sync::Mutex::new(last),
+            marks: std::sync::Mutex::new(Marks {
+                last,
+                durable: last,
+            }),
         })
     }
 
-    /// The highest epoch acted on so far (0 before any).
+    fn marks(&self) -> std::sync::MutexGuard<'_, Marks> {
+        self.marks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The highest epoch acted on so far (0 before any), fences included.
     pub fn last(&self) -> u64 {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+        self.marks().last
     }
 
     /// The file the epoch is kept in.
@@ -78,18 +103,41 @@ impl EpochGate {
     }
 
     /// Lets `epoch` through if it is not older than the last one, recording it durably first.
+    /// For start, stop and restart; a fence goes through [`EpochGate::note_fence`] instead.
     pub fn admit(&self, epoch: u64) -> Result<(), EpochError> {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if epoch < *last {
-            return Err(EpochError::Stale { epoch, last: *last });
+        let mut marks = self.marks();
+        if epoch < marks.last {
+            return Err(EpochError::Stale {
+                epoch,
+                last: marks.last,
+            });
         }
-        if epoch > *last {
+        // `epoch >= last >= durable`: only an epoch the file does not hold yet needs a write,
+        // including one a fence saw but could not write.
+        if epoch > marks.durable {
             self.persist(epoch).map_err(|e| EpochError::Store {
                 path: self.path.clone(),
                 message: e.to_string(),
             })?;
-            *last = epoch;
+            marks.durable = epoch;
         }
+        marks.last = epoch;
+        Ok(())
+    }
+
+    /// Notes that a fence ran under `epoch`; never refuses. An epoch above the last one raises
+    /// the in-memory mark at once (so older starts stay refused in this process) and is then
+    /// written to the file; a failed write is returned for the caller to log and changes
+    /// nothing else. An epoch at or below the last one (a stale request, a wiped store's 0)
+    /// changes nothing: the mark never goes down.
+    pub fn note_fence(&self, epoch: u64) -> std::io::Result<()> {
+        let mut marks = self.marks();
+        marks.last = marks.last.max(epoch);
+        if epoch <= marks.durable {
+            return Ok(());
+        }
+        self.persist(epoch)?;
+        marks.durable = epoch;
         Ok(())
     }
 
@@ -128,6 +176,29 @@ mod tests {
         reopened.admit(9).unwrap();
         let text = std::fs::read_to_string(reopened.path()).unwrap();
         assert_eq!(text.trim(), "9");
+    }
+
+    #[test]
+    fn a_fence_is_noted_without_refusal_and_a_start_writes_what_it_could_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = EpochGate::open(dir.path(), "group").unwrap();
+        gate.admit(5).unwrap();
+        // Older epochs and 0 (a wiped store) are noted without error and lower nothing.
+        gate.note_fence(3).unwrap();
+        gate.note_fence(0).unwrap();
+        assert_eq!(gate.last(), 5);
+        // A write that fails (root ignores permission bits, so a directory stands where the
+        // temporary file goes) is reported, yet the mark in memory rises: 5 is now stale.
+        std::fs::create_dir(gate.path().with_extension("epoch.tmp")).unwrap();
+        assert!(gate.note_fence(8).is_err());
+        assert_eq!(gate.last(), 8);
+        assert!(matches!(gate.admit(5), Err(EpochError::Stale { .. })));
+        assert_eq!(std::fs::read_to_string(gate.path()).unwrap().trim(), "5");
+        // A start under 8 needs the durable write the fence could not make.
+        assert!(matches!(gate.admit(8), Err(EpochError::Store { .. })));
+        std::fs::remove_dir(gate.path().with_extension("epoch.tmp")).unwrap();
+        gate.admit(8).unwrap();
+        assert_eq!(std::fs::read_to_string(gate.path()).unwrap().trim(), "8");
     }
 
     #[test]

@@ -6,10 +6,17 @@
 //! since it may be partly up); fence goes through every agent in reverse and does not stop at a
 //! failure, because a hard stop must take down as much as it can.
 //!
-//! Every action passes the [`EpochGate`] first: an action whose owner epoch is older than one the
-//! group already acted on is refused and logged, and that mark survives a restart of the process.
+//! Start, stop and restart pass the [`EpochGate`] first: an action whose owner epoch is older
+//! than one the group already acted on is refused and logged, and that mark survives a restart of
+//! the process. A fence is never refused: it runs every step whatever its epoch and whatever the
+//! state directory says, and notes its epoch afterwards, best-effort
+//! (see [`ResourceGroup::fence`]).
 //! Start and stop take a lock so two of them never interleave; fence does not wait for that lock,
 //! because it must not queue behind a start that hangs.
+//!
+//! A start (and the start half of a restart) may also be given a check that is asked before
+//! each step, the first included: the agent checks its lease there, so a start that stalled
+//! past its lease begins no further step (see [`ResourceGroup::start_checked`]).
 
 use crate::resources::agent::{ActionContext, AgentError, Recovery, ResourceAgent, ResourceState};
 use crate::resources::fencing::{EpochError, EpochGate};
@@ -21,10 +28,20 @@ use std::time::Duration;
 /// How long one agent action may take before the group gives up on it, unless set otherwise.
 pub const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Asked before each start step, the first included: `Ok` lets the step begin, `Err(why)`
+/// ends the start there. The agent passes a check of its lease (still valid, same epoch).
+pub type StartCheck<'a> = &'a (dyn Fn() -> Result<(), String> + Send + Sync);
+
+/// The check of a start that nothing but the epoch gate limits (tests, tools).
+fn always() -> Result<(), String> {
+    Ok(())
+}
+
 /// A group action that did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
-    /// The action's epoch is stale; nothing was touched. Drop the request.
+    /// The start, stop or restart's epoch is stale, or could not be recorded; nothing was
+    /// touched. Drop the request. (A fence is never refused.)
     #[error("group {group}: {action} refused: {source}")]
     Refused {
         /// The group's name.
@@ -52,6 +69,18 @@ pub enum GroupError {
         /// Which resource failed (`cause.resource`) and why.
         cause: AgentError,
     },
+    /// The start's lease check said no before `before` was started (the lease ended or
+    /// belongs to another epoch): nothing more was started and nothing was rolled back,
+    /// because an ordered stop is not what a node without a lease owes; the fence is.
+    #[error("group {group}: start stopped before {before}: {why}")]
+    StartInterrupted {
+        /// The group's name.
+        group: String,
+        /// The resource that was not started.
+        before: String,
+        /// Why the check said no.
+        why: String,
+    },
     /// Fence went through every resource but some failed; fence the node by other means.
     #[error("group {group}: fence incomplete: {}", list(.failures))]
     FenceIncomplete {
@@ -77,10 +106,11 @@ fn list(failures: &[AgentError]) -> String {
 
 impl GroupError {
     /// What the caller should do next; `None` for a refused stale request (drop it, touch
-    /// nothing: a newer owner term is in charge).
+    /// nothing: a newer owner term is in charge) and for a start the lease check ended (the
+    /// decision loop fences what it started once it sees the lease gone).
     pub fn recovery(&self) -> Option<Recovery> {
         match self {
-            GroupError::Refused { .. } => None,
+            GroupError::Refused { .. } | GroupError::StartInterrupted { .. } => None,
             GroupError::StartFailed {
                 cause,
                 rollback_failures,
@@ -208,23 +238,57 @@ impl ResourceGroup {
     /// Starts every resource in order; on a failure rolls back and says which one failed and why.
     /// Returns how long each resource took to start, in start order.
     pub async fn start(&self, ctx: &ActionContext) -> Result<Vec<(String, Duration)>, GroupError> {
+        self.start_checked(ctx, &always).await
+    }
+
+    /// Like [`ResourceGroup::start`], asking `check` before each step; when it says no, the
+    /// start ends there with [`GroupError::StartInterrupted`] and leaves what it started.
+    pub async fn start_checked(
+        &self,
+        ctx: &ActionContext,
+        check: StartCheck<'_>,
+    ) -> Result<Vec<(String, Duration)>, GroupError> {
         let _serial = self.actions.lock().await;
         self.admit("start", ctx)?;
         tracing::info!(group = %self.name, epoch = ctx.epoch, node = %ctx.node, "starting group");
-        let phases = self.start_from(0, ctx).await?;
+        let phases = self.start_from(0, ctx, check).await?;
         tracing::info!(group = %self.name, epoch = ctx.epoch, "group started");
         Ok(phases)
     }
 
     /// Starts `agents[from..]` in order; on a failure stops those of them already started
     /// (and the failed one, which may be partly up), in reverse.
+    ///
+    /// `check` is asked right before each step, not once for the whole start: a start can
+    /// stall for long in one step (a slow DRBD promotion, a process stopped by SIGSTOP), and
+    /// by the time it goes on the lease may have ended and the guard or the decision loop
+    /// fenced the group. A step begun after that would undo the fence (a VIP added back). When
+    /// the check says no the start stops without rolling back: the steps already done are left
+    /// to the fence, which a node without a valid lease owes anyway. What the check cannot
+    /// cover is a step that began under a valid lease and is still running at its end; that
+    /// one is the guard's and the watchdog's to contain.
     async fn start_from(
         &self,
         from: usize,
         ctx: &ActionContext,
+        check: StartCheck<'_>,
     ) -> Result<Vec<(String, Duration)>, GroupError> {
         let mut phases = Vec::new();
         for (index, agent) in self.agents.iter().enumerate().skip(from) {
+            if let Err(why) = check() {
+                tracing::warn!(
+                    group = %self.name,
+                    resource = %agent.name(),
+                    epoch = ctx.epoch,
+                    reason = %why,
+                    "start stopped: the lease check said no"
+                );
+                return Err(GroupError::StartInterrupted {
+                    group: self.name.clone(),
+                    before: agent.name().to_string(),
+                    why,
+                });
+            }
             let began = std::time::Instant::now();
             if let Err(cause) = self.start_one(agent.as_ref(), ctx).await {
                 tracing::error!(
@@ -286,6 +350,17 @@ impl ResourceGroup {
     /// them again in order. The resources before `name` keep running. A failed start rolls back
     /// only the restarted part.
     pub async fn restart_from(&self, name: &str, ctx: &ActionContext) -> Result<(), GroupError> {
+        self.restart_from_checked(name, ctx, &always).await
+    }
+
+    /// Like [`ResourceGroup::restart_from`], asking `check` before each start step (see
+    /// [`ResourceGroup::start_checked`]); the stops of the restart are never held back.
+    pub async fn restart_from_checked(
+        &self,
+        name: &str,
+        ctx: &ActionContext,
+        check: StartCheck<'_>,
+    ) -> Result<(), GroupError> {
         let _serial = self.actions.lock().await;
         self.admit("restart", ctx)?;
         let from = self
@@ -302,13 +377,30 @@ impl ResourceGroup {
                 });
             }
         }
-        self.start_from(from, ctx).await?;
+        self.start_from(from, ctx, check).await?;
         Ok(())
     }
 
     /// Hard-stops every resource in reverse order, going on past failures and listing them.
+    ///
+    /// Never refused, whatever `ctx.epoch`. The epoch gate exists so a
+    /// stale request cannot bring something *up*; a fence only takes things down, so no epoch,
+    /// stale or 0 (a wiped store), can make it unsafe, while refusing it can: an owner whose
+    /// lease ran out would keep the group running next to the new owner. For the same reason
+    /// the epoch is noted only after every step ran, and a failure to write it (a full,
+    /// read-only or vanished state directory) is logged, not returned: the fence's outcome is
+    /// its steps' outcome. What a stale fence can cost is availability (it takes down a group
+    /// held under a newer epoch, which the next start brings back), never a second holder.
     pub async fn fence(&self, ctx: &ActionContext) -> Result<(), GroupError> {
-        self.admit("fence", ctx)?;
+        let last_epoch = self.gate.last();
+        if ctx.epoch < last_epoch {
+            tracing::warn!(
+                group = %self.name,
+                epoch = ctx.epoch,
+                last_epoch,
+                "fencing under an epoch older than one acted on: a fence is never refused"
+            );
+        }
         tracing::warn!(group = %self.name, epoch = ctx.epoch, node = %ctx.node, "fencing group");
         let mut failures = Vec::new();
         for agent in self.agents.iter().rev() {
@@ -330,6 +422,16 @@ impl ResourceGroup {
                 );
                 failures.push(e);
             }
+        }
+        if let Err(error) = self.gate.note_fence(ctx.epoch) {
+            tracing::error!(
+                group = %self.name,
+                epoch = ctx.epoch,
+                file = %self.gate.path().display(),
+                %error,
+                "FENCE RAN BUT ITS EPOCH COULD NOT BE WRITTEN: fix the state directory; \
+                 starts stay refused until the epoch file can be written"
+            );
         }
         if failures.is_empty() {
             tracing::warn!(group = %self.name, epoch = ctx.epoch, "group fenced");

@@ -8,7 +8,9 @@
 //!
 //! Each line carries two timestamps. `mono_ns` is `CLOCK_MONOTONIC`, which every process on one
 //! machine shares (network and mount namespaces do not change it), so ledgers written by several
-//! processes of one test machine compare; it is the one the checks use. `wall_ns` is the wall
+//! processes of one test machine compare; it is the one the checks use. It is never compared with
+//! a lease or guard deadline, which are on the lease clock ([`crate::clock::LEASE_CLOCK`],
+//! `CLOCK_BOOTTIME`): the checks compare ledger stamps with each other only. `wall_ns` is the wall
 //! clock, only for people reading the file. A start is written *before* the resource becomes
 //! active and a stop *after* it is fully down, so the intervals can only be wider than the truth
 //! and an overlap the checks find is real.

@@ -51,3 +51,45 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("tokio runtime")
 }
+
+/// Writes, in `dir`, the store an older quorate kept in sled (format 1) for node `node_id`:
+/// a vote in term 2, entries 1..=5 of term 2, the commit index at 5 and an applied state at
+/// 5, and the marker file (only with `marker`). The values are the JSON the sled store wrote.
+pub fn write_sled_store(dir: &Path, node_id: NodeId, marker: bool) {
+    use quorate::consensus::store::AppliedState;
+    let db = sled::open(dir).expect("create a sled database");
+    let meta = db.open_tree("meta").expect("meta tree");
+    meta.insert("format_version", b"1".to_vec())
+        .expect("insert");
+    meta.insert("identity", json(&identity(node_id)))
+        .expect("insert");
+    meta.insert("vote", json(&openraft::Vote::new_committed(2, 1)))
+        .expect("insert");
+    meta.insert("committed", json(&log_id(2, 5)))
+        .expect("insert");
+    let log = db.open_tree("log").expect("log tree");
+    for index in 1..=5u64 {
+        log.insert(index.to_be_bytes(), json(&entry(2, index)))
+            .expect("insert");
+    }
+    let applied = AppliedState {
+        last_applied: Some(log_id(2, 5)),
+        ..AppliedState::default()
+    };
+    db.open_tree("machine")
+        .expect("machine tree")
+        .insert("applied", json(&applied))
+        .expect("insert");
+    db.flush().expect("flush sled");
+    drop(db);
+    if marker {
+        let marker =
+            format!(r#"{{"format_version":1,"cluster":"test-cluster","node_id":{node_id}}}"#);
+        std::fs::write(dir.join(store::MARKER_FILE), marker).expect("write the marker");
+    }
+}
+
+/// `value` as JSON bytes, the way the sled store encoded its values.
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("encode JSON")
+}

@@ -1,8 +1,8 @@
-//! openraft's log storage over the store's sled trees: the vote, the commit index and the log
-//! entries themselves, each write made durable before it is acknowledged.
+//! openraft's log storage over the store's redb tables: the vote, the commit index and the log
+//! entries themselves, each write committed durably before it is acknowledged.
 //!
-//! Entries live in the `log` tree under their index as a big-endian `u64`, so sled's key
-//! order is log order and ranges map directly onto index ranges.
+//! Entries live in the `log` table under their index as a `u64` key, so the table's key order
+//! is log order and ranges map directly onto index ranges.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader, StorageError, Vote};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::{
-    encode, key_index, log_key, Shared, StoreError, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE,
-    LOG_TREE, META_TREE,
+    encode, Shared, StoreError, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, LOG, LOG_TREE, META,
+    META_TREE,
 };
 use crate::consensus::types::{LogId, NodeId, TypeConfig};
 
@@ -48,16 +48,23 @@ impl LogStore {
     /// store; a store with any history must rejoin, never be initialized again.
     pub fn is_pristine(&self) -> Result<bool, StoreError> {
         let s = &self.shared;
-        let has = |key: &str| {
-            s.meta
-                .contains_key(key)
-                .map_err(s.sled_err(format!("reading {META_TREE}/{key}")))
-        };
-        Ok(!has(KEY_VOTE)?
-            && !has(KEY_COMMITTED)?
-            && !has(KEY_LAST_PURGED)?
-            && s.log.is_empty()
-            && s.machine.is_empty())
+        s.read(|txn| {
+            let meta = s.meta_table(txn)?;
+            let has = |key: &str| {
+                meta.get(key)
+                    .map(|v| v.is_some())
+                    .map_err(|e| s.db_io(format!("reading {META_TREE}/{key}"), e))
+            };
+            let empty = |len: Result<u64, redb::StorageError>, table: &str| {
+                len.map(|n| n == 0)
+                    .map_err(|e| s.db_io(format!("reading the {table} table"), e))
+            };
+            Ok(!has(KEY_VOTE)?
+                && !has(KEY_COMMITTED)?
+                && !has(KEY_LAST_PURGED)?
+                && empty(s.log_table(txn)?.len(), LOG_TREE)?
+                && empty(s.machine_table(txn)?.len(), super::MACHINE_TREE)?)
+        })
     }
 }
 
@@ -66,45 +73,43 @@ impl LogStore {
 pub(super) fn validate(shared: &Shared) -> Result<(), StoreError> {
     let last_purged = shared.last_purged()?;
     let mut previous: Option<u64> = last_purged.map(|id| id.index);
-    for item in shared.log.iter() {
-        let (key, value) = item.map_err(shared.sled_err("reading the log"))?;
-        let corrupt = |key: String, problem: String| StoreError::Corrupt {
-            dir: shared.dir.clone(),
-            key,
-            problem,
-        };
-        let Some(index) = key_index(&key) else {
-            return Err(corrupt(
-                format!("{LOG_TREE}/{key:02x?}"),
-                "a log key must be 8 bytes".into(),
-            ));
-        };
-        let entry: Entry = shared.decode(LOG_TREE, &index.to_string(), &value)?;
-        let name = format!("{LOG_TREE}/{index}");
-        if entry.log_id.index != index {
-            return Err(corrupt(
-                name,
-                format!("it holds the entry of index {}", entry.log_id.index),
-            ));
-        }
-        match previous {
-            Some(p) if index <= p => {
+    shared.read(|txn| {
+        let log = shared.log_table(txn)?;
+        for item in log.iter().map_err(|e| shared.db_io("reading the log", e))? {
+            let (key, value) = item.map_err(|e| shared.db_io("reading the log", e))?;
+            let index = key.value();
+            let corrupt = |key: String, problem: String| StoreError::Corrupt {
+                dir: shared.dir.clone(),
+                key,
+                problem,
+            };
+            let entry: Entry = shared.decode(LOG_TREE, &index.to_string(), value.value())?;
+            let name = format!("{LOG_TREE}/{index}");
+            if entry.log_id.index != index {
                 return Err(corrupt(
                     name,
-                    format!("the entry is at or below the last purged index {p}"),
+                    format!("it holds the entry of index {}", entry.log_id.index),
                 ));
             }
-            Some(p) if index != p + 1 => {
-                return Err(corrupt(
-                    name,
-                    format!("the log has a hole: entries {}..{index} are missing", p + 1),
-                ));
+            match previous {
+                Some(p) if index <= p => {
+                    return Err(corrupt(
+                        name,
+                        format!("the entry is at or below the last purged index {p}"),
+                    ));
+                }
+                Some(p) if index != p + 1 => {
+                    return Err(corrupt(
+                        name,
+                        format!("the log has a hole: entries {}..{index} are missing", p + 1),
+                    ));
+                }
+                _ => {}
             }
-            _ => {}
+            previous = Some(index);
         }
-        previous = Some(index);
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Reads the entries whose indexes fall in `range`, in order.
@@ -123,34 +128,42 @@ fn read_entries<RB: RangeBounds<u64>>(
     let end = match range.end_bound() {
         Bound::Included(&e) if e < start => return Ok(Vec::new()),
         Bound::Excluded(&e) if e <= start => return Ok(Vec::new()),
-        Bound::Included(&e) => Bound::Included(log_key(e)),
-        Bound::Excluded(&e) => Bound::Excluded(log_key(e)),
+        Bound::Included(&e) => Bound::Included(e),
+        Bound::Excluded(&e) => Bound::Excluded(e),
         Bound::Unbounded => Bound::Unbounded,
     };
-    let mut entries = Vec::new();
-    for item in shared.log.range((Bound::Included(log_key(start)), end)) {
-        let (key, value) = item.map_err(shared.sled_err("reading the log"))?;
-        let index = key_index(&key).map_or_else(|| format!("{key:02x?}"), |i| i.to_string());
-        entries.push(shared.decode(LOG_TREE, &index, &value)?);
-    }
-    Ok(entries)
+    let start = Bound::Included(start);
+    shared.read(|txn| {
+        let log = shared.log_table(txn)?;
+        let mut entries = Vec::new();
+        let range = log
+            .range((start, end))
+            .map_err(|e| shared.db_io("reading the log", e))?;
+        for item in range {
+            let (key, value) = item.map_err(|e| shared.db_io("reading the log", e))?;
+            entries.push(shared.decode(LOG_TREE, &key.value().to_string(), value.value())?);
+        }
+        Ok(entries)
+    })
 }
 
 /// The log id of the last entry, or the last purged one when the log is empty.
 fn log_state(shared: &Shared) -> Result<LogState<TypeConfig>, StoreError> {
     let last_purged = shared.last_purged()?;
-    let last = match shared
-        .log
-        .last()
-        .map_err(shared.sled_err("reading the last log entry"))?
-    {
-        None => last_purged,
-        Some((key, value)) => {
-            let index = key_index(&key).map_or_else(|| format!("{key:02x?}"), |i| i.to_string());
-            let entry: Entry = shared.decode(LOG_TREE, &index, &value)?;
-            Some(entry.log_id)
+    let last = shared.read(|txn| {
+        let log = shared.log_table(txn)?;
+        let last = log
+            .last()
+            .map_err(|e| shared.db_io("reading the last log entry", e))?;
+        match last {
+            None => Ok(last_purged),
+            Some((key, value)) => {
+                let entry: Entry =
+                    shared.decode(LOG_TREE, &key.value().to_string(), value.value())?;
+                Ok(Some(entry.log_id))
+            }
         }
-    };
+    })?;
     Ok(LogState {
         last_purged_log_id: last_purged,
         last_log_id: last,
@@ -194,10 +207,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let to_storage = |e: StoreError| e.into_storage(ErrorSubject::Vote, ErrorVerb::Write);
         let bytes = encode("the vote", vote).map_err(to_storage)?;
         self.shared
-            .write_durably(move |s| {
-                s.meta
-                    .insert(KEY_VOTE, bytes)
-                    .map_err(s.sled_err("writing the vote"))?;
+            .write_durably(move |s, txn| {
+                s.open_for_write(txn, META)?
+                    .insert(KEY_VOTE, &bytes[..])
+                    .map_err(|e| s.db_io("writing the vote", e))?;
                 Ok(())
             })
             .await
@@ -208,7 +221,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
         let s = &self.shared;
-        s.get_json(&s.meta, META_TREE, KEY_VOTE)
+        s.read(|txn| s.get_json(&s.meta_table(txn)?, META_TREE, KEY_VOTE))
             .map_err(|e| e.into_storage(ErrorSubject::Vote, ErrorVerb::Read))
     }
 
@@ -222,12 +235,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .transpose()
             .map_err(to_storage)?;
         self.shared
-            .write_durably(move |s| {
+            .write_durably(move |s, txn| {
+                let mut meta = s.open_for_write(txn, META)?;
                 let result = match bytes {
-                    Some(bytes) => s.meta.insert(KEY_COMMITTED, bytes),
-                    None => s.meta.remove(KEY_COMMITTED),
+                    Some(bytes) => meta.insert(KEY_COMMITTED, &bytes[..]).map(drop),
+                    None => meta.remove(KEY_COMMITTED).map(drop),
                 };
-                result.map_err(s.sled_err("writing the commit index"))?;
+                result.map_err(|e| s.db_io("writing the commit index", e))?;
                 Ok(())
             })
             .await
@@ -236,7 +250,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError<NodeId>> {
         let s = &self.shared;
-        s.get_json(&s.meta, META_TREE, KEY_COMMITTED)
+        s.read(|txn| s.get_json(&s.meta_table(txn)?, META_TREE, KEY_COMMITTED))
             .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Read))
     }
 
@@ -250,22 +264,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let to_storage = |e: StoreError| e.into_storage(ErrorSubject::Logs, ErrorVerb::Write);
-        let mut batch = sled::Batch::default();
+        let mut batch = Vec::new();
         let mut last = None;
         for entry in entries {
             let bytes = encode("a log entry", &entry).map_err(to_storage)?;
-            batch.insert(&log_key(entry.log_id.index)[..], bytes);
+            batch.push((entry.log_id.index, bytes));
             last = Some(entry.log_id);
         }
         self.shared
-            .write_durably(move |s| {
-                s.log
-                    .apply_batch(batch)
-                    .map_err(s.sled_err("appending to the log"))
+            .write_durably(move |s, txn| {
+                let mut log = s.open_for_write(txn, LOG)?;
+                for (index, bytes) in &batch {
+                    log.insert(index, &bytes[..])
+                        .map_err(|e| s.db_io("appending to the log", e))?;
+                }
+                Ok(())
             })
             .await
             .map_err(to_storage)?;
-        // Written, flushed and fsynced: only now may openraft count these entries as stored.
+        // Committed with `Durability::Immediate`, so fsynced: only now may openraft count these entries as stored.
         callback.log_io_completed(Ok(()));
         tracing::trace!(last = ?last, "log entries appended");
         Ok(())
@@ -274,14 +291,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
         let from = log_id.index;
         self.shared
-            .write_durably(move |s| {
-                let mut batch = sled::Batch::default();
-                for key in s.log.range(log_key(from)..).keys() {
-                    batch.remove(key.map_err(s.sled_err("reading the log"))?);
-                }
-                s.log
-                    .apply_batch(batch)
-                    .map_err(s.sled_err("truncating the log"))
+            .write_durably(move |s, txn| {
+                s.open_for_write(txn, LOG)?
+                    .retain_in(from.., |_, _| false)
+                    .map_err(|e| s.db_io("truncating the log", e))
             })
             .await
             .map_err(|e| e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete))?;
@@ -294,27 +307,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             |e: StoreError| e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete);
         let purged = encode("the last purged log id", &log_id).map_err(to_storage)?;
         self.shared
-            .write_durably(move |s| {
-                if s.last_purged()?.is_some_and(|p| p.index >= log_id.index) {
+            .write_durably(move |s, txn| {
+                let mut meta = s.open_for_write(txn, META)?;
+                let stored: Option<LogId> = s.get_json(&meta, META_TREE, KEY_LAST_PURGED)?;
+                if stored.is_some_and(|p| p.index >= log_id.index) {
                     return Ok(());
                 }
-                let mut batch = sled::Batch::default();
-                for key in s.log.range(..=log_key(log_id.index)).keys() {
-                    batch.remove(key.map_err(s.sled_err("reading the log"))?);
-                }
                 // One transaction: the purge mark and the removal land together or not at all.
-                (&s.meta, &s.log)
-                    .transaction(|(meta, log)| {
-                        meta.insert(KEY_LAST_PURGED, purged.clone())?;
-                        log.apply_batch(&batch)?;
-                        Ok::<(), ConflictableTransactionError<()>>(())
-                    })
-                    .map_err(|e| match e {
-                        TransactionError::Storage(source) => s.sled_err("purging the log")(source),
-                        TransactionError::Abort(()) => {
-                            StoreError::WriterFailed("the purge transaction aborted".into())
-                        }
-                    })
+                meta.insert(KEY_LAST_PURGED, &purged[..])
+                    .map_err(|e| s.db_io("purging the log", e))?;
+                s.open_for_write(txn, LOG)?
+                    .retain_in(..=log_id.index, |_, _| false)
+                    .map_err(|e| s.db_io("purging the log", e))
             })
             .await
             .map_err(to_storage)?;

@@ -1,5 +1,5 @@
 //! The durable Raft store: votes, the Raft log and the applied state machine, kept in one
-//! sled 0.34.7 database in the node's data directory.
+//! redb database file in the node's data directory.
 //!
 //! Raft's safety rests on a member never forgetting what it acknowledged: a vote it granted,
 //! a log entry it told the leader it holds, the commit index it reported. If a node forgets
@@ -12,44 +12,57 @@
 //! `LogFlushed` callback fires), `truncate`, `purge`, `save_committed`, and snapshot build and
 //! install — runs the same way, one at a time under one writer lock, on a blocking thread:
 //!
-//! 1. write the change into sled (one atomic batch or transaction);
-//! 2. `sled::Db::flush`, which writes sled's buffers with `sync_file_range`;
-//! 3. fsync the sled files and directories that changed (see `disk.rs` for why step 2 is not
-//!    enough against power loss, and which files that is);
-//! 4. only then call the callback or return.
+//! 1. open one redb write transaction and make the whole change in it;
+//! 2. commit it with `Durability::Immediate`: redb writes the new pages and the new commit
+//!    slot and calls `fdatasync` on the database file before `commit` returns;
+//! 3. only then call the callback or return.
 //!
-//! Applying committed entries to the state machine is written without the flush: the log and
-//! the commit index are already durable, so after a crash openraft re-applies from the log.
-//! Every later durable write flushes those buffered writes too, and sled recovers a prefix of
-//! its own log, so the state machine never runs ahead of a durable snapshot or purge.
+//! So when `save_vote` returns or an append's callback fires, the change is on the device,
+//! cache flushed, together with the file size and block mapping it needs (`fdatasync` commits
+//! those). redb writes every page with a checksum and keeps two commit slots; after a crash
+//! or power cut it opens the newest slot whose checksum holds, which is the last commit that
+//! returned or a later one, never a torn mix. The file's name in the directory is made durable
+//! once, when the store is created (`disk.rs`); later writes never rename or create files.
 //!
-//! Once any step of a durable write fails, the store refuses every later write: after a failed
-//! fsync the kernel may have dropped dirty pages, so retrying could acknowledge data that is
-//! not on disk. The node must be restarted, and recovery reads what really is on disk.
+//! Applying committed entries to the state machine is committed with `Durability::None`: the
+//! log and the commit index are already durable, so after a crash openraft re-applies from the
+//! log. redb makes such a commit durable with the next `Immediate` one, in commit order, so the
+//! state machine never runs ahead of a durable snapshot or purge.
+//!
+//! Once a durable commit fails, the store refuses every later write: after a failed fsync the
+//! kernel may have dropped dirty pages, so retrying could acknowledge data that is not on
+//! disk (redb itself also refuses further I/O after such an error). The node must be
+//! restarted, and recovery reads what really is on disk.
 //!
 //! # Layout
 //!
 //! ```text
 //! <data_dir>/quorate-store.json   marker: format version and identity, written once at creation
-//! <data_dir>/{db,conf,blobs/,snap.*}   sled's own files
-//! sled tree `meta`:    format_version, identity, vote, committed, last_purged  (JSON values)
-//! sled tree `log`:     u64 big-endian log index -> JSON openraft entry
-//! sled tree `machine`: applied, snapshot_meta, snapshot_data, snapshot_seq
+//! <data_dir>/store.redb           the redb database
+//! table `meta`:    format_version, identity, vote, committed, last_purged  (JSON values)
+//! table `log`:     u64 log index -> JSON openraft entry
+//! table `machine`: applied, snapshot_meta, snapshot_data, snapshot_seq
 //! ```
 //!
-//! The marker file exists so that a damaged sled database can never pass for a new one: if the
-//! marker says the store was initialized and sled comes up empty, [`open`] refuses to start.
+//! The marker file exists so that a lost or emptied database can never pass for a new one: if
+//! the marker says the store was created and `store.redb` is missing, empty, or holds no
+//! quorate tables, [`open`] refuses to start.
+//!
+//! Format 1 was the same tables and values in a sled 0.34 database. [`open`] migrates such a
+//! store once, the first time it sees it (`migrate.rs`), and moves sled's files aside.
 //!
 //! # Refusing to start
 //!
 //! [`open`] checks everything before handing the store to openraft: the directory is readable
 //! and holds only a quorate store, the format is not from a newer quorate, the identity
-//! (cluster name and node id) matches this node's config, and every stored value decodes
-//! (each log entry too, and the log has no holes). Any problem is a [`StoreError`] naming the
-//! file or key; the store never quietly starts empty when data was there.
+//! (cluster name and node id) matches this node's config, redb's checksums hold, and every
+//! stored value decodes (each log entry too, and the log has no holes). Any problem is a
+//! [`StoreError`] naming the file or key; the store never quietly starts empty when data was
+//! there.
 
 mod disk;
 mod log;
+mod migrate;
 mod open;
 mod state_machine;
 
@@ -57,6 +70,7 @@ pub use log::{Entry, LogReader, LogStore};
 pub use open::open;
 pub use state_machine::{AppliedState, SnapshotBuilder, StateMachineStore};
 
+use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -67,19 +81,36 @@ use std::sync::{Arc, Mutex};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageError, StorageIOError};
 
 use crate::consensus::types::{LogId, NodeId};
-use disk::DiskSync;
 
-/// The on-disk format this quorate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this quorate writes and reads: 2 is redb, 1 was sled (migrated on open).
+pub const FORMAT_VERSION: u32 = 2;
 
-/// Name of the marker file beside sled's files.
+/// The format of a store kept in sled, which [`open`] migrates.
+const SLED_FORMAT_VERSION: u32 = 1;
+
+/// Name of the marker file beside the database.
 pub const MARKER_FILE: &str = "quorate-store.json";
 const MARKER_TMP: &str = "quorate-store.json.tmp";
+
+/// Name of the redb database file in the data directory.
+pub const DB_FILE: &str = "store.redb";
+/// Where a migration writes the database before renaming it to [`DB_FILE`].
+const DB_MIGRATING: &str = "store.redb.migrating";
+/// The directory a migration moves sled's files into, kept for a downgrade or an inspection.
+pub const SLED_ASIDE: &str = "sled-format-1";
 
 const META_TREE: &str = "meta";
 const LOG_TREE: &str = "log";
 const MACHINE_TREE: &str = "machine";
 const OUR_TREES: [&str; 3] = [META_TREE, LOG_TREE, MACHINE_TREE];
+
+/// The `meta` table: key name to JSON value.
+const META: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new(META_TREE);
+/// The `log` table: log index to the JSON entry.
+const LOG: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new(LOG_TREE);
+/// The `machine` table: key name to JSON value (the snapshot data is stored as it is sent).
+const MACHINE: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new(MACHINE_TREE);
 
 const KEY_FORMAT: &str = "format_version";
 const KEY_IDENTITY: &str = "identity";
@@ -138,8 +169,16 @@ pub enum StoreError {
         /// What was found there.
         why: String,
     },
-    /// sled refused to open its database.
-    #[error("cannot open the sled database in {dir}: {source}; if another quorate runs on this directory stop it, otherwise the store is damaged: restore it from a backup or rebuild this member")]
+    /// redb refused to open the database file.
+    #[error("cannot open the database {DB_FILE} in {dir}: {source}; if another quorate runs on this directory stop it, otherwise the store is damaged: restore it from a backup or rebuild this member")]
+    Database {
+        /// The data directory.
+        dir: PathBuf,
+        /// redb's error.
+        source: redb::DatabaseError,
+    },
+    /// sled refused to open the database of a format-1 store that is to be migrated.
+    #[error("cannot open the sled database in {dir} to migrate it to redb: {source}; if an older quorate still runs on this directory stop it, otherwise the store is damaged: restore it from a backup or rebuild this member")]
     Sled {
         /// The data directory.
         dir: PathBuf,
@@ -186,12 +225,22 @@ pub enum StoreError {
         /// The error.
         source: io::Error,
     },
-    /// sled failed while reading or writing.
-    #[error("sled failed while {action} in the Raft store {dir}: {source}; check the disk and restart the node")]
-    SledIo {
+    /// redb failed while reading or writing.
+    #[error("the database failed while {action} in the Raft store {dir}: {source}; check the disk and restart the node")]
+    DatabaseIo {
         /// The data directory.
         dir: PathBuf,
         /// What the store was doing.
+        action: String,
+        /// redb's error.
+        source: redb::Error,
+    },
+    /// sled failed while a format-1 store was read for its migration.
+    #[error("sled failed while {action} in the Raft store {dir}: {source}; the store was not migrated and is unchanged; check the disk and restart the node")]
+    SledIo {
+        /// The data directory.
+        dir: PathBuf,
+        /// What the migration was doing.
         action: String,
         /// sled's error.
         source: sled::Error,
@@ -236,68 +285,102 @@ impl StoreError {
     }
 }
 
-/// The sled database and the state every handle on it shares.
+/// The redb database and the state every handle on it shares.
 pub(crate) struct Shared {
     dir: PathBuf,
-    db: sled::Db,
-    meta: sled::Tree,
-    log: sled::Tree,
-    machine: sled::Tree,
-    /// The writer lock: every write to sled happens under it, durable ones include the fsync.
-    writer: Mutex<DiskSync>,
+    db: Database,
+    /// The writer lock: every write transaction runs under it. Holds the first failure of a
+    /// durable commit; once set, the store takes no more writes.
+    writer: Mutex<Option<String>>,
 }
 
 impl Shared {
-    /// Runs `write` and then flushes and fsyncs, under the writer lock, on a blocking thread.
-    /// Returns only once everything `write` did (and every earlier write) is on disk.
+    /// Runs `write` in one write transaction and commits it with `Durability::Immediate`,
+    /// under the writer lock, on a blocking thread. Returns only once everything `write` did
+    /// (and every earlier write) is on disk.
     pub(crate) async fn write_durably<T, F>(self: &Arc<Self>, write: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Shared) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Shared, &WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
-        self.write_with(true, write).await
+        self.write_with(Durability::Immediate, write).await
     }
 
-    /// Runs `write` under the writer lock without waiting for the disk.
+    /// Runs `write` in one write transaction committed without waiting for the disk; the next
+    /// durable commit makes it durable too.
     pub(crate) async fn write_buffered<T, F>(self: &Arc<Self>, write: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Shared) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Shared, &WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
-        self.write_with(false, write).await
+        self.write_with(Durability::None, write).await
     }
 
-    async fn write_with<T, F>(self: &Arc<Self>, durable: bool, write: F) -> Result<T, StoreError>
+    async fn write_with<T, F>(
+        self: &Arc<Self>,
+        durability: Durability,
+        write: F,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Shared) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Shared, &WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
         let shared = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let mut disk = shared.writer.lock().map_err(|_| {
-                StoreError::WriterFailed("a writer panicked while holding the lock".into())
-            })?;
-            disk.check_usable()?;
-            let out = write(&shared)?;
-            if durable {
-                disk.sync(&shared.db)?;
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StoreError::WriterFailed(e.to_string()))?
+        tokio::task::spawn_blocking(move || shared.write_now(durability, write))
+            .await
+            .map_err(|e| StoreError::WriterFailed(e.to_string()))?
     }
 
-    /// A sled error while `action`, naming this store.
-    pub(crate) fn sled_err(
+    /// Runs one write transaction on this thread, under the writer lock.
+    pub(crate) fn write_now<T, F>(&self, durability: Durability, write: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Shared, &WriteTransaction) -> Result<T, StoreError>,
+    {
+        let mut broken = self.writer.lock().map_err(|_| {
+            StoreError::WriterFailed("a writer panicked while holding the lock".into())
+        })?;
+        if let Some(first) = broken.as_ref() {
+            return Err(StoreError::Broken {
+                dir: self.dir.clone(),
+                first: first.clone(),
+            });
+        }
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| self.db_io("starting a write transaction", e))?;
+        txn.set_durability(durability)
+            .map_err(|e| self.db_io("choosing the durability of a commit", e))?;
+        // An error here drops the transaction, which rolls it back; nothing reached the disk.
+        let out = write(self, &txn)?;
+        if let Err(e) = txn.commit() {
+            let e = self.db_io("committing", e);
+            tracing::error!(dir = %self.dir.display(), error = %e, "durable write failed; the store refuses further writes");
+            *broken = Some(e.to_string());
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    /// Runs `read` in one read transaction: a consistent view of the last commit.
+    pub(crate) fn read<T>(
         &self,
-        action: impl Into<String>,
-    ) -> impl FnOnce(sled::Error) -> StoreError + '_ {
-        let action = action.into();
-        move |source| StoreError::SledIo {
+        read: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        use redb::ReadableDatabase;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| self.db_io("starting a read transaction", e))?;
+        read(&txn)
+    }
+
+    /// A redb error while `action`, naming this store.
+    pub(crate) fn db_io(&self, action: impl Into<String>, e: impl Into<redb::Error>) -> StoreError {
+        StoreError::DatabaseIo {
             dir: self.dir.clone(),
-            action,
-            source,
+            action: action.into(),
+            source: e.into(),
         }
     }
 
@@ -311,26 +394,70 @@ impl Shared {
         decode(&self.dir, tree, key, bytes)
     }
 
-    /// Reads and decodes `tree/key`, or `None` when absent.
+    /// Reads and decodes `key` of the named-key table `table` (`meta` or `machine`), or
+    /// `None` when absent.
     pub(crate) fn get_json<T: DeserializeOwned>(
         &self,
-        tree: &sled::Tree,
+        table: &impl ReadableTable<&'static str, &'static [u8]>,
         tree_name: &str,
         key: &str,
     ) -> Result<Option<T>, StoreError> {
-        match tree
+        match table
             .get(key)
-            .map_err(self.sled_err(format!("reading {tree_name}/{key}")))?
+            .map_err(|e| self.db_io(format!("reading {tree_name}/{key}"), e))?
         {
             None => Ok(None),
-            Some(bytes) => self.decode(tree_name, key, &bytes).map(Some),
+            Some(bytes) => self.decode(tree_name, key, bytes.value()).map(Some),
         }
+    }
+
+    /// Opens the `meta` table for reading in `txn`.
+    pub(crate) fn meta_table(
+        &self,
+        txn: &redb::ReadTransaction,
+    ) -> Result<redb::ReadOnlyTable<&'static str, &'static [u8]>, StoreError> {
+        txn.open_table(META)
+            .map_err(|e| self.db_io("opening the meta table", e))
+    }
+
+    /// Opens the `log` table for reading in `txn`.
+    pub(crate) fn log_table(
+        &self,
+        txn: &redb::ReadTransaction,
+    ) -> Result<redb::ReadOnlyTable<u64, &'static [u8]>, StoreError> {
+        txn.open_table(LOG)
+            .map_err(|e| self.db_io("opening the log table", e))
+    }
+
+    /// Opens the `machine` table for reading in `txn`.
+    pub(crate) fn machine_table(
+        &self,
+        txn: &redb::ReadTransaction,
+    ) -> Result<redb::ReadOnlyTable<&'static str, &'static [u8]>, StoreError> {
+        txn.open_table(MACHINE)
+            .map_err(|e| self.db_io("opening the machine table", e))
+    }
+
+    /// Opens a table for writing in `txn`, naming it if that fails.
+    pub(crate) fn open_for_write<'txn, K: redb::Key + 'static>(
+        &self,
+        txn: &'txn WriteTransaction,
+        table: TableDefinition<'_, K, &'static [u8]>,
+    ) -> Result<redb::Table<'txn, K, &'static [u8]>, StoreError> {
+        txn.open_table(table)
+            .map_err(|e| self.db_io(format!("opening the {} table", table_name(&table)), e))
     }
 
     /// The greatest purged log id, if any.
     pub(crate) fn last_purged(&self) -> Result<Option<LogId>, StoreError> {
-        self.get_json(&self.meta, META_TREE, KEY_LAST_PURGED)
+        self.read(|txn| self.get_json(&self.meta_table(txn)?, META_TREE, KEY_LAST_PURGED))
     }
+}
+
+/// The name of a table definition.
+fn table_name<K: redb::Key + 'static>(table: &TableDefinition<'_, K, &'static [u8]>) -> String {
+    use redb::TableHandle;
+    table.name().to_string()
 }
 
 /// Encodes `value` as JSON.
@@ -352,14 +479,4 @@ fn decode<T: DeserializeOwned>(
         key: format!("{tree}/{key}"),
         problem: format!("the value does not decode: {e}"),
     })
-}
-
-/// The sled key of log index `index`: big-endian, so sled's byte order is index order.
-pub(crate) fn log_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
-}
-
-/// The log index of a sled key, or `None` if the key is not 8 bytes long.
-pub(crate) fn key_index(key: &[u8]) -> Option<u64> {
-    <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
 }

@@ -1,21 +1,26 @@
 //! Opening the store: every check that must pass before openraft may rely on what is on
-//! disk, and the creation of a new store.
+//! disk, the creation of a new store, and the hand-over to `migrate.rs` for a store that is
+//! still in sled.
 //!
-//! The order matters. The directory is inspected before sled touches it (sled would create
-//! files in any directory), the marker file is checked before sled opens (a newer format may
-//! not even be sled's), and only then are sled's trees classified and every value decoded.
+//! The order matters. The directory is inspected before redb touches it (redb would create
+//! its file in any directory), the marker file is checked before the database opens (a newer
+//! format may not even be redb's), a format-1 store is migrated before it is opened as redb,
+//! and only then are the database's tables classified and every value decoded.
 
+use redb::{Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use super::disk::DiskSync;
+use super::disk::{create_dir_durably, sync_dir, sync_dir_and_parent};
 use super::{
-    encode, log, state_machine, LogStore, Shared, StateMachineStore, StoreError, StoreIdentity,
-    FORMAT_VERSION, KEY_COMMITTED, KEY_FORMAT, KEY_IDENTITY, KEY_LAST_PURGED, KEY_VOTE, LOG_TREE,
-    MACHINE_TREE, MARKER_FILE, MARKER_TMP, META_TREE, OUR_TREES,
+    encode, log, migrate, state_machine, LogStore, Shared, StateMachineStore, StoreError,
+    StoreIdentity, DB_FILE, DB_MIGRATING, FORMAT_VERSION, KEY_COMMITTED, KEY_FORMAT, KEY_IDENTITY,
+    KEY_LAST_PURGED, KEY_VOTE, LOG, MACHINE, MARKER_FILE, MARKER_TMP, META, META_TREE, OUR_TREES,
+    SLED_ASIDE,
 };
 use crate::consensus::types::{LogId, NodeId};
 
@@ -30,6 +35,15 @@ struct Marker {
 /// What [`inspect_dir`] found in the data directory.
 struct DirState {
     marker: Option<Marker>,
+    /// Whether `store.redb` exists.
+    has_db: bool,
+    /// The names of a format-1 (sled) store found in the directory.
+    sled_names: Vec<String>,
+}
+
+/// The names sled 0.34 creates in its directory.
+pub(super) fn is_sled_name(name: &str) -> bool {
+    matches!(name, "db" | "conf" | "blobs") || name.starts_with("snap.")
 }
 
 /// Opens (or creates) the Raft store in `dir` for the node `identity`, and returns its log
@@ -38,42 +52,84 @@ struct DirState {
 /// Blocks while it checks and fsyncs the store; call it before starting the runtime's work or
 /// from `spawn_blocking`. Refuses, with an error naming the file or key, any directory that is
 /// unreadable, holds something else, was written by a newer quorate, belongs to another node,
-/// or holds a value that does not decode.
+/// or holds a value that does not decode. A store that an older quorate kept in sled is
+/// migrated to redb first, once, and sled's files are moved into `sled-format-1/`.
 pub fn open(
     dir: &Path,
     identity: &StoreIdentity,
 ) -> Result<(LogStore, StateMachineStore), StoreError> {
-    let dir_state = inspect_dir(dir)?;
+    let mut dir_state = inspect_dir(dir)?;
     if let Some(marker) = &dir_state.marker {
         check_format(dir, marker.format_version)?;
         check_identity(dir, &marker.identity, identity)?;
     }
 
-    let db = open_sled(dir)?;
-    let disk = DiskSync::open(dir)?;
-    let fresh = classify_trees(dir, &db, dir_state.marker.is_some())?;
+    // sled's files beside a marker of the current format, with no database, are not this
+    // store: its database is lost, and migrating sled would bring back an older state.
+    let migrating = !dir_state.sled_names.is_empty()
+        && (dir_state.has_db
+            || dir_state
+                .marker
+                .as_ref()
+                .is_none_or(|m| m.format_version < FORMAT_VERSION));
+    if migrating {
+        dir_state.has_db = migrate::migrate(
+            dir,
+            identity,
+            dir_state.marker.is_some(),
+            dir_state.has_db,
+            &dir_state.sled_names,
+        )?;
+    }
 
-    let open_tree = |name: &str| {
-        db.open_tree(name).map_err(|source| StoreError::SledIo {
+    if dir_state.marker.is_some() {
+        let path = dir.join(DB_FILE);
+        if !dir_state.has_db {
+            return Err(StoreError::Corrupt {
+                dir: dir.to_path_buf(),
+                key: DB_FILE.to_string(),
+                problem: format!(
+                    "the database file is missing, but {MARKER_FILE} says the store was created"
+                ),
+            });
+        }
+        let len = fs::metadata(&path)
+            .map_err(|source| StoreError::Unreadable {
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        if len == 0 {
+            return Err(emptied(dir));
+        }
+    }
+
+    let creating = !dir_state.has_db;
+    let db = open_db(dir)?;
+    if creating {
+        // The new file's name (and the directory's, if it was just made) must survive.
+        sync_dir_and_parent(dir).map_err(|source| StoreError::Io {
             dir: dir.to_path_buf(),
-            action: format!("opening tree {name}"),
+            action: "syncing the directory of a new database".into(),
             source,
-        })
-    };
+        })?;
+    }
     let shared = Shared {
         dir: dir.to_path_buf(),
-        meta: open_tree(META_TREE)?,
-        log: open_tree(LOG_TREE)?,
-        machine: open_tree(MACHINE_TREE)?,
         db,
-        writer: Mutex::new(disk),
+        writer: Mutex::new(None),
     };
+    let fresh = classify_tables(&shared, dir_state.marker.is_some())?;
 
     if fresh {
         initialize(&shared, identity)?;
     }
     check_meta(&shared, identity)?;
-    if dir_state.marker.is_none() {
+    if dir_state
+        .marker
+        .as_ref()
+        .is_none_or(|m| m.format_version != FORMAT_VERSION)
+    {
         write_marker(&shared, identity)?;
     }
     log::validate(&shared)?;
@@ -92,25 +148,41 @@ pub fn open(
     Ok((log_store, StateMachineStore::new(shared, applied)))
 }
 
-/// How long [`open_sled`] waits for sled's lock on the database file.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long [`open_db`] waits for the database file's lock. A store closed a moment ago in
+/// this process can still be held for a moment by a task that is ending (a blocking write in
+/// flight, a log reader of a replication task); a store that another live process holds is
+/// still refused, after the wait.
+pub(super) const LOCK_WAIT: Duration = Duration::from_secs(2);
 
-/// Opens sled in `dir`, waiting up to [`LOCK_WAIT`] for its file lock. A database closed a
-/// moment ago in this process can still be held by sled's background flusher, which lets go
-/// asynchronously; a store that another live process holds is still refused, after the wait.
-fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
+/// redb's page cache. The store holds a bounded log (snapshots purge it) and one small
+/// snapshot, a few megabytes at most, so redb's default of 1 GiB would only be a ceiling; this
+/// one keeps a daemon's memory predictable and still holds the whole store.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Opens (or creates) `store.redb` in `dir`, verifying every page's checksum, and waiting up
+/// to [`LOCK_WAIT`] for the file lock.
+fn open_db(dir: &Path) -> Result<redb::Database, StoreError> {
+    let path = dir.join(DB_FILE);
+    let deadline = Instant::now() + LOCK_WAIT;
     loop {
-        match sled::Config::new().path(dir).open() {
+        // The store is small (a bounded log and a snapshot of a few kilobytes), so checking
+        // every checksum at each open is cheap, and a damaged file is refused instead of used.
+        match redb::Builder::new()
+            .set_check_integrity_on_open(true)
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+        {
             Ok(db) => return Ok(db),
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(source)))
+                if source.kind() == io::ErrorKind::PermissionDenied =>
             {
-                std::thread::sleep(std::time::Duration::from_millis(20));
+                return Err(StoreError::Unreadable { path, source });
             }
             Err(source) => {
-                return Err(StoreError::Sled {
+                return Err(StoreError::Database {
                     dir: dir.to_path_buf(),
                     source,
                 })
@@ -119,16 +191,21 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
     }
 }
 
-/// Checks the directory before sled touches it: creates it if missing, refuses anything that
+/// Checks the directory before redb touches it: creates it if missing, refuses anything that
 /// is not a directory, is unreadable, or holds files that are not a quorate store's.
 fn inspect_dir(dir: &Path) -> Result<DirState, StoreError> {
+    let empty = DirState {
+        marker: None,
+        has_db: false,
+        sled_names: Vec::new(),
+    };
     match fs::metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             create_dir_durably(dir).map_err(|source| StoreError::CreateDir {
                 dir: dir.to_path_buf(),
                 source,
             })?;
-            return Ok(DirState { marker: None });
+            return Ok(empty);
         }
         Err(source) => {
             return Err(StoreError::Unreadable {
@@ -162,8 +239,8 @@ fn inspect_dir(dir: &Path) -> Result<DirState, StoreError> {
         };
         let ours = matches!(
             name.as_str(),
-            "db" | "conf" | "blobs" | MARKER_FILE | MARKER_TMP
-        ) || name.starts_with("snap.");
+            DB_FILE | DB_MIGRATING | SLED_ASIDE | MARKER_FILE | MARKER_TMP
+        ) || is_sled_name(&name);
         if !ours {
             return Err(not_a_store(
                 dir,
@@ -174,8 +251,8 @@ fn inspect_dir(dir: &Path) -> Result<DirState, StoreError> {
     }
     let has = |n: &str| names.iter().any(|x| x == n);
 
-    // Every existing sled file must be readable and writable; say which one is not.
-    for file in ["db", "conf"] {
+    // Every existing file must be readable and writable; say which one is not.
+    for file in [DB_FILE, "db", "conf"] {
         if has(file) {
             let path = dir.join(file);
             fs::OpenOptions::new()
@@ -203,96 +280,102 @@ fn inspect_dir(dir: &Path) -> Result<DirState, StoreError> {
             key: MARKER_FILE.to_string(),
             problem: format!("the file does not decode: {e}"),
         })?;
-        if !has("db") {
-            return Err(StoreError::Corrupt {
-                dir: dir.to_path_buf(),
-                key: "db".to_string(),
-                problem: format!(
-                    "sled's data file is missing, but {MARKER_FILE} says the store was created"
-                ),
-            });
-        }
         Some(marker)
     } else {
         None
     };
-    Ok(DirState { marker })
+    let mut sled_names: Vec<String> = names.iter().filter(|n| is_sled_name(n)).cloned().collect();
+    sled_names.sort();
+    Ok(DirState {
+        marker,
+        has_db: has(DB_FILE),
+        sled_names,
+    })
 }
 
-/// Creates `dir` and its missing ancestors, and fsyncs the parent of each one created, so
-/// the new directory's name survives a power cut.
-fn create_dir_durably(dir: &Path) -> io::Result<()> {
-    let missing: Vec<&Path> = dir
-        .ancestors()
-        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
-        .collect();
-    fs::create_dir_all(dir)?;
-    for created in missing {
-        let parent = created
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
-}
-
-fn not_a_store(dir: &Path, why: String) -> StoreError {
+/// The refusal of a directory that holds something other than a quorate store.
+pub(super) fn not_a_store(dir: &Path, why: String) -> StoreError {
     StoreError::NotAStore {
         dir: dir.to_path_buf(),
         why,
     }
 }
 
-/// Decides from sled's trees whether the store is new (`true`), ours (`false`), or foreign.
-fn classify_trees(dir: &Path, db: &sled::Db, has_marker: bool) -> Result<bool, StoreError> {
-    let sled_err = |action: &str| {
-        let action = action.to_string();
-        move |source| StoreError::SledIo {
-            dir: dir.to_path_buf(),
-            action,
-            source,
-        }
-    };
-    if !db.is_empty() {
-        return Err(not_a_store(
-            dir,
-            "sled's default tree holds keys, and quorate never writes there".into(),
-        ));
+/// The refusal of a store whose database came up empty although the marker says it was made.
+pub(super) fn emptied(dir: &Path) -> StoreError {
+    StoreError::Corrupt {
+        dir: dir.to_path_buf(),
+        key: DB_FILE.into(),
+        problem: format!(
+            "the database is empty, but {MARKER_FILE} says the store was created; its data is lost"
+        ),
     }
-    let default_name = db.name();
+}
+
+/// Decides from the database's tables whether the store is new (`true`), ours (`false`), or
+/// foreign.
+fn classify_tables(shared: &Shared, has_marker: bool) -> Result<bool, StoreError> {
+    let dir = &shared.dir;
+    let txn = shared
+        .db
+        .begin_read()
+        .map_err(|e| shared.db_io("starting a read transaction", e))?;
     let mut ours_hold_data = false;
-    for name in db.tree_names() {
-        if name == default_name {
-            continue;
-        }
-        let Some(known) = OUR_TREES.iter().find(|t| t.as_bytes() == &name[..]) else {
+    let mut has_meta = false;
+    let tables = txn
+        .list_tables()
+        .map_err(|e| shared.db_io("listing the tables", e))?;
+    for table in tables {
+        let name = table.name().to_string();
+        if !OUR_TREES.contains(&name.as_str()) {
             return Err(not_a_store(
                 dir,
-                format!(
-                    "its sled database has a tree `{}` that quorate does not use",
-                    String::from_utf8_lossy(&name)
-                ),
+                format!("its database has a table `{name}` that quorate does not use"),
             ));
+        }
+        let len = match name.as_str() {
+            META_TREE => {
+                has_meta = true;
+                txn.open_table(META).and_then(|t| Ok(t.len()?))
+            }
+            super::LOG_TREE => txn.open_table(LOG).and_then(|t| Ok(t.len()?)),
+            _ => txn.open_table(MACHINE).and_then(|t| Ok(t.len()?)),
         };
-        let tree = db.open_tree(known).map_err(sled_err("opening a tree"))?;
-        ours_hold_data |= !tree.is_empty();
+        let len = match len {
+            Ok(len) => len,
+            Err(redb::TableError::TableTypeMismatch(_)) => {
+                return Err(not_a_store(
+                    dir,
+                    format!(
+                        "its table `{name}` does not have the key and value types of quorate's"
+                    ),
+                ))
+            }
+            Err(e) => return Err(shared.db_io(format!("reading the {name} table"), e)),
+        };
+        ours_hold_data |= len > 0;
     }
-    let meta_has_format = match db.tree_names().iter().any(|n| n == META_TREE.as_bytes()) {
-        true => db
-            .open_tree(META_TREE)
-            .and_then(|t| t.contains_key(KEY_FORMAT))
-            .map_err(sled_err("reading meta/format_version"))?,
-        false => false,
-    };
+    if txn
+        .list_multimap_tables()
+        .map_err(|e| shared.db_io("listing the tables", e))?
+        .next()
+        .is_some()
+    {
+        return Err(not_a_store(
+            dir,
+            "its database has multimap tables, which quorate does not use".into(),
+        ));
+    }
+    let meta_has_format = has_meta
+        && shared
+            .meta_table(&txn)?
+            .get(KEY_FORMAT)
+            .map_err(|e| shared.db_io("reading meta/format_version", e))?
+            .is_some();
     match (meta_has_format, ours_hold_data, has_marker) {
         (true, _, _) => Ok(false),
         (false, false, false) => Ok(true),
-        (false, false, true) => Err(StoreError::Corrupt {
-            dir: dir.to_path_buf(),
-            key: "db".into(),
-            problem: format!("the sled database is empty, but {MARKER_FILE} says the store was created; its data is lost"),
-        }),
+        (false, false, true) => Err(emptied(dir)),
         (false, true, _) => Err(StoreError::Corrupt {
             dir: dir.to_path_buf(),
             key: format!("{META_TREE}/{KEY_FORMAT}"),
@@ -301,20 +384,21 @@ fn classify_trees(dir: &Path, db: &sled::Db, has_marker: bool) -> Result<bool, S
     }
 }
 
-/// Writes the format version and identity into a new store and makes them durable.
+/// Writes the format version and identity into a new store, creates every table, and makes
+/// them durable.
 fn initialize(shared: &Shared, identity: &StoreIdentity) -> Result<(), StoreError> {
-    let mut batch = sled::Batch::default();
-    batch.insert(KEY_FORMAT, encode("the format version", &FORMAT_VERSION)?);
-    batch.insert(KEY_IDENTITY, encode("the store identity", identity)?);
-    shared
-        .meta
-        .apply_batch(batch)
-        .map_err(shared.sled_err("initializing the meta tree"))?;
-    let mut disk = shared
-        .writer
-        .lock()
-        .map_err(|_| StoreError::WriterFailed("lock poisoned".into()))?;
-    disk.sync(&shared.db)
+    let format = encode("the format version", &FORMAT_VERSION)?;
+    let identity = encode("the store identity", identity)?;
+    shared.write_now(Durability::Immediate, |s, txn| {
+        let mut meta = s.open_for_write(txn, META)?;
+        meta.insert(KEY_FORMAT, &format[..])
+            .map_err(|e| s.db_io("initializing the meta table", e))?;
+        meta.insert(KEY_IDENTITY, &identity[..])
+            .map_err(|e| s.db_io("initializing the meta table", e))?;
+        s.open_for_write(txn, LOG)?;
+        s.open_for_write(txn, MACHINE)?;
+        Ok(())
+    })
 }
 
 /// Writes the marker file atomically: temporary file, fsync, rename, fsync the directory.
@@ -338,14 +422,11 @@ fn write_marker(shared: &Shared, identity: &StoreIdentity) -> Result<(), StoreEr
         .map_err(io_err("writing the marker file"))?;
     file.sync_all().map_err(io_err("syncing the marker file"))?;
     fs::rename(&tmp, shared.dir.join(MARKER_FILE)).map_err(io_err("renaming the marker file"))?;
-    let mut disk = shared
-        .writer
-        .lock()
-        .map_err(|_| StoreError::WriterFailed("lock poisoned".into()))?;
-    disk.sync(&shared.db)
+    sync_dir(&shared.dir).map_err(io_err("syncing the directory after writing the marker"))
 }
 
-fn check_format(dir: &Path, found: u32) -> Result<(), StoreError> {
+/// Refuses a format newer than this quorate's, and format 0, which no quorate wrote.
+pub(super) fn check_format(dir: &Path, found: u32) -> Result<(), StoreError> {
     if found > FORMAT_VERSION {
         return Err(StoreError::FutureFormat {
             dir: dir.to_path_buf(),
@@ -363,7 +444,8 @@ fn check_format(dir: &Path, found: u32) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn check_identity(
+/// Refuses a store whose recorded identity is not this node's.
+pub(super) fn check_identity(
     dir: &Path,
     stored: &StoreIdentity,
     expected: &StoreIdentity,
@@ -378,25 +460,28 @@ fn check_identity(
     Ok(())
 }
 
-/// Checks the meta tree: format, identity, and that vote, committed and last purged decode.
+/// Checks the meta table: format, identity, and that vote, committed and last purged decode.
 fn check_meta(shared: &Shared, identity: &StoreIdentity) -> Result<(), StoreError> {
     let missing = |key: &str| StoreError::Corrupt {
         dir: shared.dir.clone(),
         key: format!("{META_TREE}/{key}"),
         problem: "the key is missing".into(),
     };
-    let format: u32 = shared
-        .get_json(&shared.meta, META_TREE, KEY_FORMAT)?
-        .ok_or_else(|| missing(KEY_FORMAT))?;
-    check_format(&shared.dir, format)?;
-    let stored: StoreIdentity = shared
-        .get_json(&shared.meta, META_TREE, KEY_IDENTITY)?
-        .ok_or_else(|| missing(KEY_IDENTITY))?;
-    check_identity(&shared.dir, &stored, identity)?;
-    let _: Option<openraft::Vote<NodeId>> = shared.get_json(&shared.meta, META_TREE, KEY_VOTE)?;
-    let _: Option<LogId> = shared.get_json(&shared.meta, META_TREE, KEY_COMMITTED)?;
-    let _: Option<LogId> = shared.last_purged()?;
-    Ok(())
+    shared.read(|txn| {
+        let meta = shared.meta_table(txn)?;
+        let format: u32 = shared
+            .get_json(&meta, META_TREE, KEY_FORMAT)?
+            .ok_or_else(|| missing(KEY_FORMAT))?;
+        check_format(&shared.dir, format)?;
+        let stored: StoreIdentity = shared
+            .get_json(&meta, META_TREE, KEY_IDENTITY)?
+            .ok_or_else(|| missing(KEY_IDENTITY))?;
+        check_identity(&shared.dir, &stored, identity)?;
+        let _: Option<openraft::Vote<NodeId>> = shared.get_json(&meta, META_TREE, KEY_VOTE)?;
+        let _: Option<LogId> = shared.get_json(&meta, META_TREE, KEY_COMMITTED)?;
+        let _: Option<LogId> = shared.get_json(&meta, META_TREE, KEY_LAST_PURGED)?;
+        Ok(())
+    })
 }
 
 /// Refuses a log purged beyond what the state machine holds: the entries in between exist

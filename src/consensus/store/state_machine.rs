@@ -1,8 +1,8 @@
 //! openraft's state machine over the store: applies committed entries to [`ClusterState`],
-//! keeps the result in sled, builds and installs snapshots, and publishes every new applied
+//! keeps the result in redb, builds and installs snapshots, and publishes every new applied
 //! state on a watch channel for the admin API and the agent loop.
 //!
-//! The applied state (cluster state, last applied log id, membership) is one sled value,
+//! The applied state (cluster state, last applied log id, membership) is one stored value,
 //! replaced whole after each applied batch, so it is always consistent with itself.
 
 use serde::{Deserialize, Serialize};
@@ -14,10 +14,11 @@ use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
     StorageError,
 };
+use redb::ReadableTable;
 use tokio::sync::watch;
 
 use super::log::Entry;
-use super::{encode, Shared, StoreError, FORMAT_VERSION, MACHINE_TREE};
+use super::{encode, Shared, StoreError, MACHINE, MACHINE_TREE};
 use crate::consensus::state::{ClusterState, Response};
 use crate::consensus::types::{LogId, Member, NodeId, StoredMembership, TypeConfig};
 
@@ -25,6 +26,11 @@ const KEY_APPLIED: &str = "applied";
 const KEY_SNAPSHOT_META: &str = "snapshot_meta";
 const KEY_SNAPSHOT_DATA: &str = "snapshot_data";
 const KEY_SNAPSHOT_SEQ: &str = "snapshot_seq";
+
+/// The format of a snapshot's data as sent between members. Kept apart from the store's
+/// format: a snapshot looks the same whatever a member keeps its store in, so members on sled
+/// (format 1) and on redb (format 2) can send each other snapshots during a rolling upgrade.
+const SNAPSHOT_FORMAT_VERSION: u32 = 1;
 
 /// Snapshot metadata in quorate's configuration.
 type SnapshotMetaOf = SnapshotMeta<NodeId, Member>;
@@ -62,55 +68,59 @@ pub struct SnapshotBuilder {
 
 /// Loads the applied state at open and checks the stored snapshot against it.
 pub(super) fn load(shared: &Shared) -> Result<AppliedState, StoreError> {
-    let applied: AppliedState = shared
-        .get_json(&shared.machine, MACHINE_TREE, KEY_APPLIED)?
-        .unwrap_or_default();
-    let meta: Option<SnapshotMetaOf> =
-        shared.get_json(&shared.machine, MACHINE_TREE, KEY_SNAPSHOT_META)?;
-    let _: Option<u64> = shared.get_json(&shared.machine, MACHINE_TREE, KEY_SNAPSHOT_SEQ)?;
-    if let Some(meta) = meta {
-        let data = shared
-            .machine
-            .get(KEY_SNAPSHOT_DATA)
-            .map_err(shared.sled_err("reading the snapshot"))?
-            .ok_or_else(|| StoreError::Corrupt {
-                dir: shared.dir.clone(),
-                key: format!("{MACHINE_TREE}/{KEY_SNAPSHOT_DATA}"),
-                problem: "the key is missing although the snapshot's metadata is there".into(),
-            })?;
-        let _: SnapshotPayload<AppliedState> =
-            shared.decode(MACHINE_TREE, KEY_SNAPSHOT_DATA, &data)?;
-        if meta.last_log_id > applied.last_applied {
-            return Err(StoreError::Corrupt {
-                dir: shared.dir.clone(),
-                key: format!("{MACHINE_TREE}/{KEY_APPLIED}"),
-                problem: format!(
-                    "the applied state ends at {:?}, before the stored snapshot's {:?}",
-                    applied.last_applied, meta.last_log_id
-                ),
-            });
+    shared.read(|txn| {
+        let machine = shared.machine_table(txn)?;
+        let applied: AppliedState = shared
+            .get_json(&machine, MACHINE_TREE, KEY_APPLIED)?
+            .unwrap_or_default();
+        let meta: Option<SnapshotMetaOf> =
+            shared.get_json(&machine, MACHINE_TREE, KEY_SNAPSHOT_META)?;
+        let _: Option<u64> = shared.get_json(&machine, MACHINE_TREE, KEY_SNAPSHOT_SEQ)?;
+        if let Some(meta) = meta {
+            let data = machine
+                .get(KEY_SNAPSHOT_DATA)
+                .map_err(|e| shared.db_io("reading the snapshot", e))?
+                .ok_or_else(|| StoreError::Corrupt {
+                    dir: shared.dir.clone(),
+                    key: format!("{MACHINE_TREE}/{KEY_SNAPSHOT_DATA}"),
+                    problem: "the key is missing although the snapshot's metadata is there".into(),
+                })?;
+            let _: SnapshotPayload<AppliedState> =
+                shared.decode(MACHINE_TREE, KEY_SNAPSHOT_DATA, data.value())?;
+            if meta.last_log_id > applied.last_applied {
+                return Err(StoreError::Corrupt {
+                    dir: shared.dir.clone(),
+                    key: format!("{MACHINE_TREE}/{KEY_APPLIED}"),
+                    problem: format!(
+                        "the applied state ends at {:?}, before the stored snapshot's {:?}",
+                        applied.last_applied, meta.last_log_id
+                    ),
+                });
+            }
         }
-    }
-    Ok(applied)
+        Ok(applied)
+    })
 }
 
 /// Reads the stored snapshot, if any.
 fn current_snapshot(shared: &Shared) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
-    let Some(meta) =
-        shared.get_json::<SnapshotMetaOf>(&shared.machine, MACHINE_TREE, KEY_SNAPSHOT_META)?
-    else {
-        return Ok(None);
-    };
-    let data = shared
-        .machine
-        .get(KEY_SNAPSHOT_DATA)
-        .map_err(shared.sled_err("reading the snapshot"))?
-        .map(|d| d.to_vec())
-        .unwrap_or_default();
-    Ok(Some(Snapshot {
-        meta,
-        snapshot: Box::new(Cursor::new(data)),
-    }))
+    shared.read(|txn| {
+        let machine = shared.machine_table(txn)?;
+        let Some(meta) =
+            shared.get_json::<SnapshotMetaOf>(&machine, MACHINE_TREE, KEY_SNAPSHOT_META)?
+        else {
+            return Ok(None);
+        };
+        let data = machine
+            .get(KEY_SNAPSHOT_DATA)
+            .map_err(|e| shared.db_io("reading the snapshot", e))?
+            .map(|d| d.value().to_vec())
+            .unwrap_or_default();
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    })
 }
 
 impl StateMachineStore {
@@ -137,15 +147,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             |e: StoreError| e.into_storage(ErrorSubject::Snapshot(None), ErrorVerb::Write);
         let applied = Arc::clone(&self.applied);
         let payload = SnapshotPayload {
-            format_version: FORMAT_VERSION,
+            format_version: SNAPSHOT_FORMAT_VERSION,
             applied: &*applied,
         };
         let data = encode("a snapshot", &payload).map_err(to_storage)?;
         let (meta, data) = self
             .shared
-            .write_durably(move |s| {
+            .write_durably(move |s, txn| {
+                let mut machine = s.open_for_write(txn, MACHINE)?;
                 let seq = s
-                    .get_json::<u64>(&s.machine, MACHINE_TREE, KEY_SNAPSHOT_SEQ)?
+                    .get_json::<u64>(&machine, MACHINE_TREE, KEY_SNAPSHOT_SEQ)?
                     .unwrap_or(0)
                     + 1;
                 let last = applied.last_applied;
@@ -158,17 +169,22 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                     },
                 };
                 let stored: Option<SnapshotMetaOf> =
-                    s.get_json(&s.machine, MACHINE_TREE, KEY_SNAPSHOT_META)?;
-                let mut batch = sled::Batch::default();
-                batch.insert(KEY_SNAPSHOT_SEQ, encode("the snapshot sequence", &seq)?);
+                    s.get_json(&machine, MACHINE_TREE, KEY_SNAPSHOT_META)?;
+                let store_err = |e: redb::StorageError| s.db_io("storing a snapshot", e);
+                let seq_bytes = encode("the snapshot sequence", &seq)?;
+                machine
+                    .insert(KEY_SNAPSHOT_SEQ, &seq_bytes[..])
+                    .map_err(store_err)?;
                 // A snapshot installed meanwhile may be newer than this one; keep the newer.
                 if stored.is_none_or(|m| m.last_log_id <= last) {
-                    batch.insert(KEY_SNAPSHOT_META, encode("the snapshot metadata", &meta)?);
-                    batch.insert(KEY_SNAPSHOT_DATA, data.clone());
+                    let meta_bytes = encode("the snapshot metadata", &meta)?;
+                    machine
+                        .insert(KEY_SNAPSHOT_META, &meta_bytes[..])
+                        .map_err(store_err)?;
+                    machine
+                        .insert(KEY_SNAPSHOT_DATA, &data[..])
+                        .map_err(store_err)?;
                 }
-                s.machine
-                    .apply_batch(batch)
-                    .map_err(s.sled_err("storing a snapshot"))?;
                 Ok((meta, data))
             })
             .await
@@ -233,13 +249,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let to_storage =
             |e: StoreError| e.into_storage(ErrorSubject::Apply(last), ErrorVerb::Write);
         let bytes = encode("the applied state", &next).map_err(to_storage)?;
-        // Not flushed: the log and commit index are durable, so openraft re-applies after a
+        // Not fsynced: the log and commit index are durable, so openraft re-applies after a
         // crash; the next durable write flushes this one too.
         self.shared
-            .write_buffered(move |s| {
-                s.machine
-                    .insert(KEY_APPLIED, bytes)
-                    .map_err(s.sled_err("writing the applied state"))?;
+            .write_buffered(move |s, txn| {
+                s.open_for_write(txn, MACHINE)?
+                    .insert(KEY_APPLIED, &bytes[..])
+                    .map_err(|e| s.db_io("writing the applied state", e))?;
                 Ok(())
             })
             .await
@@ -275,14 +291,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let meta_bytes = encode("the snapshot metadata", meta).map_err(to_storage)?;
         let applied_bytes = encode("the applied state", &applied).map_err(to_storage)?;
         self.shared
-            .write_durably(move |s| {
-                let mut batch = sled::Batch::default();
-                batch.insert(KEY_APPLIED, applied_bytes);
-                batch.insert(KEY_SNAPSHOT_META, meta_bytes);
-                batch.insert(KEY_SNAPSHOT_DATA, data);
-                s.machine
-                    .apply_batch(batch)
-                    .map_err(s.sled_err("installing a snapshot"))
+            .write_durably(move |s, txn| {
+                let mut machine = s.open_for_write(txn, MACHINE)?;
+                for (key, value) in [
+                    (KEY_APPLIED, &applied_bytes[..]),
+                    (KEY_SNAPSHOT_META, &meta_bytes[..]),
+                    (KEY_SNAPSHOT_DATA, &data[..]),
+                ] {
+                    machine
+                        .insert(key, value)
+                        .map_err(|e| s.db_io("installing a snapshot", e))?;
+                }
+                Ok(())
             })
             .await
             .map_err(to_storage)?;
@@ -307,9 +327,9 @@ fn check_snapshot(meta: &SnapshotMetaOf, data: &[u8]) -> Result<AppliedState, St
     };
     let payload: SnapshotPayload<AppliedState> =
         serde_json::from_slice(data).map_err(|e| bad(format!("the data does not decode: {e}")))?;
-    if payload.format_version > FORMAT_VERSION {
+    if payload.format_version > SNAPSHOT_FORMAT_VERSION {
         return Err(bad(format!(
-            "it has format version {}, newer than this quorate's {FORMAT_VERSION}",
+            "it has format version {}, newer than this quorate's {SNAPSHOT_FORMAT_VERSION}",
             payload.format_version
         )));
     }

@@ -158,6 +158,45 @@ impl AdminClient {
         Ok(self.call(client.set_outdated(request)).await?.index)
     }
 
+    /// DRBD's fence-peer: asks that `peer` be marked outdated only if `owner` still holds
+    /// `epoch` where the entry lands in the log. `Ok(Ok(index))` when the mark is committed,
+    /// `Ok(Err(why))` when the cluster refused it for good (the group moved or was released,
+    /// or a name is wrong), `Err` for what may pass (no leader, unreachable).
+    pub async fn fence_peer(
+        &mut self,
+        owner: &str,
+        epoch: u64,
+        peer: &str,
+        reason: &str,
+    ) -> Result<Result<u64, String>, AdminError> {
+        let request = self.request(pb::FencePeerRequest {
+            owner: owner.to_string(),
+            epoch,
+            peer: peer.to_string(),
+            reason: reason.to_string(),
+        });
+        let mut client = self.client.clone();
+        let call = client.fence_peer(request);
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Err(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
+                ) =>
+            {
+                Ok(Err(first_line(status.message())))
+            }
+            Ok(result) => Ok(Ok(result
+                .map(Response::into_inner)
+                .map_err(|s| self.fail(s))?
+                .index)),
+            Err(_) => Err(AdminError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                message: format!("no answer within {:?}", self.timeout),
+            }),
+        }
+    }
+
     /// Clears a node's failure count; returns the commit index.
     pub async fn reset_failures(&mut self, node: &str, reason: &str) -> Result<u64, AdminError> {
         let request = self.request(pb::ResetFailuresRequest {

@@ -6,7 +6,9 @@
 //! pause, standby, failure reset) are checked here against the committed state, then
 //! committed through the leader; a refusal names the reason. A switchover target that the
 //! committed marks exclude is refused in the words of [`Ineligible`], the same the leader
-//! uses when it declines a switchover by itself.
+//! uses when it declines a switchover by itself. DRBD's fence-peer is the exception: its
+//! compare-and-set on the owner and epoch is decided by the state machine where the entry lands
+//! in the log (`Command::OutdatePeer`), never here, where the committed state may be stale.
 //!
 //! The server reaches the arbiter (the leader's reason, committing a change) only through
 //! [`AdminHandler`], which the arbiter implements.
@@ -496,6 +498,37 @@ impl admin_server::Admin for AdminService {
             Command::SetOutdated {
                 node,
                 outdated: request.outdated,
+            },
+            request.reason,
+            who,
+        )
+        .await
+    }
+
+    async fn fence_peer(
+        &self,
+        request: Request<pb::FencePeerRequest>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        let who = requester(&request);
+        let request = request.into_inner();
+        if let Some(mut leader) = self.route().await? {
+            return leader.fence_peer(onward(&who, request)).await;
+        }
+        let (owner, _) = self.member_by_name(&request.owner)?;
+        let (peer, member) = self.member_by_name(&request.peer)?;
+        if member.role != Role::Management {
+            return Err(Status::failed_precondition(format!(
+                "{} is a witness; it has no data to outdate",
+                member.name
+            )));
+        }
+        // No check against the committed state here: it would race with a grant. The state
+        // machine decides where the entry lands in the log (`Command::OutdatePeer`).
+        self.commit(
+            Command::OutdatePeer {
+                owner,
+                epoch: request.epoch,
+                peer,
             },
             request.reason,
             who,
