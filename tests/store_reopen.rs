@@ -254,6 +254,7 @@ fn the_state_machine_checks_a_grant_against_the_membership_it_applied() {
                 command: Command::GrantOwnership {
                     node,
                     expected: None,
+                    recheck: true,
                 },
                 ..common::request(index)
             }),

@@ -409,7 +409,11 @@ impl Ownership {
 
     fn grant_request(&self, node: NodeId, expected: Option<u64>, reason: &str) -> Request {
         Request {
-            command: Command::GrantOwnership { node, expected },
+            command: Command::GrantOwnership {
+                node,
+                expected,
+                recheck: true,
+            },
             requested_by: self
                 .members
                 .get(&self.node_id)

@@ -45,6 +45,13 @@ pub enum Command {
         node: NodeId,
         /// The owner epoch the leader decided on (`None`: there was no owner).
         expected: Option<u64>,
+        /// Re-check the target's eligibility when applying (every grant this version
+        /// writes). Grants written before the re-check existed decode with `false` and replay
+        /// exactly as they were first applied, so a member that replays an old log (after a
+        /// restart, from a snapshot, or a newer binary beside an older one) reaches the same
+        /// state as every member that applied it live: apply stays a function of the log.
+        #[serde(default)]
+        recheck: bool,
     },
     /// The owner stopped its group in order and gives ownership up.
     Release {
@@ -298,15 +305,21 @@ impl ClusterState {
     ) -> Result<Option<String>, String> {
         match *command {
             Command::Noop => Ok(None),
-            Command::GrantOwnership { node, expected } => {
+            Command::GrantOwnership {
+                node,
+                expected,
+                recheck,
+            } => {
                 let current = self.owner.map(|o| o.epoch);
                 if current != expected {
                     return Err(format!(
                         "ownership changed meanwhile: epoch is {current:?}, the grant expected {expected:?}"
                     ));
                 }
-                if let Some(why) = self.grant_refusal(node, roles) {
-                    return Err(why);
+                if recheck {
+                    if let Some(why) = self.grant_refusal(node, roles) {
+                        return Err(why);
+                    }
                 }
                 let previous = self.owner.map(|o| o.node);
                 self.owner = Some(Owner { node, epoch: index });
@@ -493,6 +506,7 @@ mod tests {
             &req(Command::GrantOwnership {
                 node: 1,
                 expected: None,
+                recheck: true,
             }),
             &roles(),
         );
@@ -539,6 +553,7 @@ mod tests {
             &req(Command::GrantOwnership {
                 node,
                 expected: None,
+                recheck: true,
             }),
             &roles(),
         );
@@ -571,6 +586,7 @@ mod tests {
             &req(Command::GrantOwnership {
                 node: 2,
                 expected: Some(5),
+                recheck: true,
             }),
             &roles(),
         );
@@ -614,6 +630,7 @@ mod tests {
             &req(Command::GrantOwnership {
                 node: 1,
                 expected: None,
+                recheck: true,
             }),
             &roles(),
         );
@@ -625,6 +642,7 @@ mod tests {
             &req(Command::GrantOwnership {
                 node: 2,
                 expected: None,
+                recheck: true,
             }),
             &roles(),
         );
@@ -635,6 +653,7 @@ mod tests {
             &req(Command::GrantOwnership {
                 node: 2,
                 expected: Some(5),
+                recheck: true,
             }),
             &roles(),
         );
@@ -645,17 +664,65 @@ mod tests {
     }
 
     #[test]
+    fn a_grant_written_before_the_recheck_replays_as_it_was_first_applied() {
+        // A grant entry as the log held it before grants were re-checked at apply: no
+        // `recheck` field. Members that applied it then accepted it whatever the marks;
+        // a member replaying it now must reach the same state, or the replicas diverge.
+        let old: Command =
+            serde_json::from_str(r#"{"GrantOwnership":{"node":2,"expected":3}}"#).unwrap();
+        assert_eq!(
+            old,
+            Command::GrantOwnership {
+                node: 2,
+                expected: Some(3),
+                recheck: false
+            }
+        );
+        let mut s = ClusterState::default();
+        let cold = Command::GrantOwnership {
+            node: 1,
+            expected: None,
+            recheck: true,
+        };
+        s.apply(3, &req(cold), &roles());
+        s.apply(
+            4,
+            &req(Command::SetStandby {
+                node: 2,
+                standby: true,
+            }),
+            &roles(),
+        );
+        let mut replayed = s.clone();
+        assert_eq!(replayed.apply(5, &req(old), &roles()).refused, None);
+        assert_eq!(replayed.owner.map(|o| o.node), Some(2));
+        // The same grant as this version writes it is re-checked and refused.
+        let new = Command::GrantOwnership {
+            node: 2,
+            expected: Some(3),
+            recheck: true,
+        };
+        assert!(s.apply(5, &req(new.clone()), &roles()).refused.is_some());
+        assert_eq!(
+            serde_json::to_string(&new).unwrap(),
+            r#"{"GrantOwnership":{"node":2,"expected":3,"recheck":true}}"#
+        );
+    }
+
+    #[test]
     fn a_grant_is_refused_when_a_mark_committed_after_the_decision_forbids_it() {
         let grant = |node, expected| {
             req(Command::GrantOwnership {
                 node,
                 expected: Some(expected),
+                recheck: true,
             })
         };
         let mut s = ClusterState::default();
         let cold = req(Command::GrantOwnership {
             node: 1,
             expected: None,
+            recheck: true,
         });
         assert_eq!(s.apply(3, &cold, &roles()).refused, None);
         // The leader decided to move the group to node 2; before the grant's entry, an
@@ -728,6 +795,7 @@ mod tests {
             &req(Command::GrantOwnership {
                 node: 1,
                 expected: None,
+                recheck: true,
             }),
             &roles(),
         );
@@ -752,6 +820,7 @@ mod tests {
             &req(Command::GrantOwnership {
                 node: 2,
                 expected: Some(3),
+                recheck: true,
             }),
             &roles(),
         );

@@ -457,6 +457,7 @@ pub fn commit_leader(view: &mut ClusterView, action: &LeaderAction, index: u64) 
             Command::GrantOwnership {
                 node: *node,
                 expected: replaces.map(|owner| owner.epoch),
+                recheck: true,
             },
         ),
         LeaderAction::RunFenceHook { .. } => false,
