@@ -78,7 +78,8 @@ pub struct Lifetime {
     /// Cancelled by a power cut: each task is dropped where it stands. Cancelling it cancels
     /// `stop` too.
     pub cut: CancellationToken,
-    /// Every task of the agent, so shutdown can wait for them.
+    /// Every task of the agent but the renewer (see [`Agent::shutdown`]), so shutdown can
+    /// wait for them.
     pub tasks: TaskTracker,
 }
 
@@ -275,7 +276,9 @@ impl Agent {
 
     /// Stops the agent. Its tasks end the step in hand (see [`reconcile`] for the action
     /// executor); then an owner stops its group in order and commits `Released` (bounded by
-    /// a timeout), so the other node takes over without waiting for the lease. When the stop
+    /// a timeout), so the other node takes over without waiting for the lease. The lease is
+    /// renewed all along, until `Released` is committed (see the module note); a node
+    /// that is no longer the owner fences whatever its group may still hold. When the stop
     /// fails the owner fences and does not release; if the fence failed too, the guard stays
     /// armed and closing it waits until it has fenced at the lease deadline.
     pub async fn shutdown(mut self) -> Result<(), AgentError> {
