@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use quorate::consensus::state::Command;
-use quorate::resources::dummy::DummyFault;
+use quorate::resources::dummy::{DummyFault, MONITOR_HANGING};
 use quorate::resources::ledger::{self, LedgerAction};
 use support::cluster::{other, request, TestCluster};
 use support::eventually;
@@ -94,6 +94,47 @@ async fn a_cleanly_stopped_owner_whose_stop_fails_fences_and_does_not_release() 
         .filter(|h| h.what.contains("released the group"))
         .collect();
     assert!(released.is_empty(), "{released:?}");
+    cluster.assert_ledger_clean();
+    cluster.shutdown().await;
+}
+
+/// The shutdown waits for the step each task has in hand; a monitor look that takes longer
+/// than the lease must neither hold the hand-over up past the lease nor stop the renewals, or
+/// the clean stop degrades into a lease-wait handoff with no `Released`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleanly_stopped_owner_with_a_slow_monitor_still_releases() {
+    let mut cluster = TestCluster::start_with_agents().await;
+    let owner = cluster.settled_owner(SETTLE).await;
+    let (_, epoch) = cluster.owner_seen_by(3).unwrap();
+    let faults = cluster.fault_dir(owner);
+    std::fs::create_dir_all(&faults).expect("fault dir");
+    // One look takes 4 s, well past the 1.5 s lease.
+    DummyFault::MonitorHangMs(4_000)
+        .set(&faults)
+        .expect("set the fault knob");
+    eventually("the owner's monitor to be in a slow look", SETTLE, || {
+        let hanging = faults.join(MONITOR_HANGING);
+        async move { hanging.exists().then_some(()) }
+    })
+    .await;
+    cluster.stop(owner).await;
+    let holder = cluster.settled_owner(SETTLE).await;
+    assert_eq!(holder, other(owner));
+    let state = cluster.node(3).arbiter().applied().borrow().state.clone();
+    let released: Vec<_> = state
+        .history
+        .iter()
+        .filter(|h| {
+            h.what
+                .contains(&format!("released the group (epoch {epoch})"))
+        })
+        .collect();
+    assert_eq!(
+        released.len(),
+        1,
+        "no Released for epoch {epoch}: {:?}",
+        state.history
+    );
     cluster.assert_ledger_clean();
     cluster.shutdown().await;
 }

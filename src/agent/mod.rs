@@ -11,9 +11,13 @@
 //!
 //! Shutdown is structured ([`Lifetime`]): every task, the reconciler's action executor
 //! included, is spawned on one task tracker. A clean shutdown cancels the stop token and waits
-//! until each task has ended the step in hand; only then does the owner hand the group over,
-//! so no action of the loop runs beside the hand-over. A power cut ([`Agent::abandon`])
-//! cancels the cut token instead, which drops every task where it stands.
+//! until each task has ended the step in hand (the monitor's look, read-only, is cut at once);
+//! only then does the owner hand the group over, so no action of the loop runs beside the
+//! hand-over. The renewer is the exception: it runs outside the tracker, on its own token, and
+//! keeps the lease renewed until the ordered stop is done and `Released` committed, because the
+//! node is still the owner until then and the wait for the step in hand plus the stop easily
+//! outlast one lease. A power cut ([`Agent::abandon`]) cancels the cut token instead, which
+//! drops every task, the renewer included, where it stands.
 
 pub mod drbd_handler;
 pub mod lease;
@@ -74,7 +78,8 @@ pub struct Lifetime {
     /// Cancelled by a power cut: each task is dropped where it stands. Cancelling it cancels
     /// `stop` too.
     pub cut: CancellationToken,
-    /// Every task of the agent, so shutdown can wait for them.
+    /// Every task of the agent but the renewer (see [`Agent::shutdown`]), so shutdown can
+    /// wait for them.
     pub tasks: TaskTracker,
 }
 
@@ -113,9 +118,27 @@ impl Default for Lifetime {
     }
 }
 
+/// The renewer's task, which a clean shutdown ends last (see [`Agent::hand_over`]).
+struct RenewerTask {
+    /// Cancelled to end the renewals; a child of the power cut's token.
+    stop: CancellationToken,
+    task: JoinHandle<Option<()>>,
+}
+
+impl RenewerTask {
+    /// Ends the renewals and waits until the renewer is gone: once this returns no renewal
+    /// is asked and the guard is armed by no one any more.
+    async fn end(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
 /// A running agent.
 pub struct Agent {
     arbiter: Arbiter,
+    /// Taken by the shutdown or the power cut.
+    renewer: Option<RenewerTask>,
     group: Arc<ResourceGroup>,
     guard: Option<Arc<Mutex<GuardHandle>>>,
     lifetime: Lifetime,
@@ -211,7 +234,17 @@ impl Agent {
             gave_up: Arc::new(gave_up_tx),
         };
         let lifetime = Lifetime::new();
-        lifetime.spawn(renewer.run(lifetime.stop.clone()));
+        // Not on the tracker: the renewals go on through the hand-over (see the module note).
+        let renewing = lifetime.cut.child_token();
+        let renewer = RenewerTask {
+            task: tokio::spawn(
+                lifetime
+                    .cut
+                    .clone()
+                    .run_until_cancelled_owned(renewer.run(renewing.clone())),
+            ),
+            stop: renewing,
+        };
         lifetime.spawn(monitor(
             group.clone(),
             monitored_tx,
@@ -222,6 +255,7 @@ impl Agent {
         lifetime.spawn(reconciler.run(lifetime.clone()));
         Ok(Agent {
             arbiter,
+            renewer: Some(renewer),
             group,
             guard,
             lifetime,
@@ -242,12 +276,16 @@ impl Agent {
 
     /// Stops the agent. Its tasks end the step in hand (see [`reconcile`] for the action
     /// executor); then an owner stops its group in order and commits `Released` (bounded by
-    /// a timeout), so the other node takes over without waiting for the lease. When the stop
+    /// a timeout), so the other node takes over without waiting for the lease. The lease is
+    /// renewed all along, until `Released` is committed (see the module note); a node
+    /// that is no longer the owner fences whatever its group may still hold. When the stop
     /// fails the owner fences and does not release; if the fence failed too, the guard stays
     /// armed and closing it waits until it has fenced at the lease deadline.
-    pub async fn shutdown(self) -> Result<(), AgentError> {
+    pub async fn shutdown(mut self) -> Result<(), AgentError> {
         self.lifetime.end(&self.lifetime.stop).await;
-        self.hand_over().await;
+        if let Some(renewer) = self.renewer.take() {
+            self.hand_over(renewer).await;
+        }
         if let Some(guard) = self.guard {
             if let Ok(guard) = Arc::try_unwrap(guard) {
                 let _ = guard.into_inner().close().await;
@@ -260,9 +298,13 @@ impl Agent {
     /// Test support for a power cut: the agent's tasks stop at once, the resources die
     /// where they stand (recorded as a fence at the last epoch acted on), and the arbiter
     /// stops without releasing anything.
-    pub async fn abandon(self) {
+    pub async fn abandon(mut self) {
         // Dropping every task where it stands is the point: a power cut lets no step finish.
         self.lifetime.end(&self.lifetime.cut).await;
+        if let Some(renewer) = self.renewer.take() {
+            // Already dropped by the cut; this waits until it is gone.
+            let _ = renewer.task.await;
+        }
         let ctx = ActionContext {
             epoch: self.group.last_epoch(),
             node: self.config.me().map(|m| m.name.clone()).unwrap_or_default(),
@@ -271,12 +313,23 @@ impl Agent {
         let _ = self.arbiter.shutdown().await;
     }
 
-    async fn hand_over(&self) {
+    /// Hands the group over at a clean shutdown, then ends `renewer`.
+    ///
+    /// Safety (the guard and the renewals): until the ordered stop is done this node is the
+    /// legitimate owner, so its renewals go on and keep re-arming the guard; the guard, armed
+    /// with the last deadline, still fences if a renewal fails and the stop outlasts the lease.
+    /// The renewer is ended before the guard is disarmed, and waited for, so no renewal in
+    /// flight can re-arm it after; and the guard is disarmed only after a stop that succeeded
+    /// (or a fence). After a stop that failed, the renewer is ended before the fence: the epoch
+    /// is given up and its lease runs out, as for the executor's escalation.
+    async fn hand_over(&self, renewer: RenewerTask) {
         let state = self.arbiter.applied().borrow().clone();
         let view = cluster_view(&state.state, &self.config.membership());
         let Some(owner) =
             crate::core::node::renewal_due(self.config.node_id, view::Role::Management, &view)
         else {
+            renewer.end().await;
+            self.fence_if_holding().await;
             return;
         };
         let ctx = ActionContext {
@@ -301,6 +354,7 @@ impl Agent {
             Err(_) => Some("the ordered stop did not finish within 60 s".to_string()),
         };
         if let Some(why) = failure {
+            renewer.end().await;
             self.fence_without_releasing(&ctx, owner.epoch, &why).await;
             return;
         }
@@ -319,8 +373,42 @@ impl Agent {
                 tracing::warn!(error = %e, "could not commit the release; the lease will run out")
             }
         }
+        // The group is stopped: no renewal is needed any more, and none may re-arm the guard
+        // once it is disarmed below.
+        renewer.end().await;
         if let Some(guard) = &self.guard {
             let _ = guard.lock().await.disarm(owner.epoch).await;
+        }
+    }
+
+    /// At a shutdown of a node that is not the owner (any more): fence when the group may
+    /// still hold anything. The decision loop may have aborted a start for a fence and the
+    /// fence may have been cut short, or this node may have lost the group moments ago; the
+    /// group's resources must not outlive the agent until the guard's deadline (or forever
+    /// when no guard runs). A fence takes things down only, so it is safe whoever owns.
+    async fn fence_if_holding(&self) {
+        let looked = self.group.monitor_all().await;
+        if looked
+            .iter()
+            .all(|r| matches!(r.state, ResourceState::Stopped))
+        {
+            return;
+        }
+        let ctx = ActionContext {
+            epoch: self.group.last_epoch(),
+            node: self.config.me().map(|m| m.name.clone()).unwrap_or_default(),
+        };
+        let held: Vec<String> = looked.iter().map(|r| r.to_string()).collect();
+        tracing::warn!(
+            epoch = ctx.epoch,
+            resources = %held.join(", "),
+            "shutting down as a non-owner that may still hold part of the group: fencing"
+        );
+        if let Err(e) = self.group.fence(&ctx).await {
+            tracing::error!(
+                error = %e,
+                "the fence failed; the guard, if armed, fences at its deadline"
+            );
         }
     }
 
@@ -349,7 +437,7 @@ impl Agent {
 }
 
 /// Monitors every resource every `interval`, or at once when asked, until `stop` is
-/// cancelled (then it ends after the look in hand).
+/// cancelled (then it ends at once, dropping the look in hand).
 async fn monitor(
     group: Arc<ResourceGroup>,
     out: watch::Sender<Vec<ResourceStatus>>,
@@ -359,8 +447,12 @@ async fn monitor(
 ) {
     let mut asked = false;
     loop {
-        let states: Vec<ResourceStatus> =
-            group.monitor_all().await.iter().map(core_status).collect();
+        // A look is read-only, so a shutdown cuts it where it stands rather than wait for
+        // every resource's monitor timeout while the hand-over waits.
+        let Some(looked) = stop.run_until_cancelled(group.monitor_all()).await else {
+            return;
+        };
+        let states: Vec<ResourceStatus> = looked.iter().map(core_status).collect();
         if asked {
             // Someone waits for this fresh look: publish it even when nothing changed.
             out.send_replace(states);

@@ -7,10 +7,20 @@
 //! a lease that runs out is acted on at once.
 //!
 //! On a clean shutdown (the agent's stop token) the loop ends at its next wait and the
-//! executor, which runs on the agent's task tracker, starts no further action. The action in
-//! hand finishes (a stop, a fence or a commit is bounded by its timeouts), except a start or a
-//! restart: those can wait on a hanging resource for long, and the hand-over stops the group
-//! in order right after, so they are dropped as a fence pre-empts them.
+//! executor, which runs on the agent's task tracker, starts no further action but a fence.
+//! The action in hand finishes (a stop, a fence or a commit is bounded by its timeouts). A
+//! start or a restart ends between two steps: its per-step check says no once the agent
+//! stops, and the step in hand is waited for, because a step cannot be stopped from outside
+//! (a mount(2) in `spawn_blocking`, a DRBD promotion run as a command go on when their future
+//! is dropped) and one that completed after the hand-over's stop would leave a resource up
+//! after `Released`. Only a step still running [`STOPPING_START_GRACE`] after the stop was
+//! asked for is dropped, as a bounded fallback; the renewer keeps the lease meanwhile (see
+//! [`super::Agent::shutdown`]).
+//!
+//! A fence is never skipped at shutdown, decided then or earlier: it only takes things down,
+//! it is bounded by the action timeout, and the loop may already have aborted a running start
+//! for it, so skipping it would leave what that start brought up running, with no stop to come
+//! if this node is no longer the owner.
 //!
 //! A failed stop escalates. By the agent contract a stop succeeds or fails for good (it has
 //! already escalated inside the agent and within its timeout), so the group answers every
@@ -31,6 +41,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::sync::{watch, Mutex, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +51,7 @@ use super::Lifetime;
 use crate::arbiter::propose::Proposer;
 use crate::arbiter::view::cluster_view;
 use crate::clock;
-use crate::consensus::state::{Command, Request};
+use crate::consensus::state::{Command, Request, Response};
 use crate::consensus::store::AppliedState;
 use crate::consensus::types::{Member, NodeId};
 use crate::core::node::{self, NodeAction, NodeInput};
@@ -79,6 +90,26 @@ pub struct Reconciler {
     pub guard: Option<Arc<Mutex<GuardHandle>>>,
     /// The epoch this node gave up, if any; the executor sets it, the renewer obeys it.
     pub gave_up: Arc<watch::Sender<Option<GaveUp>>>,
+}
+
+/// How long a start or restart step in hand may still run once the agent stops, before it is
+/// dropped anyway so the hand-over can stop the group. Steps are bounded by the action timeout
+/// already; this bounds the shutdown tighter, and only a step that overran it can complete
+/// beside the hand-over's stop (the guard and the watchdog cover that case, as for any hang).
+pub const STOPPING_START_GRACE: Duration = Duration::from_secs(20);
+
+/// Where the executor commits its records: the agent's [`Proposer`], a stand-in in tests.
+#[async_trait]
+trait Commit: Send + Sync {
+    /// Commits `request` through the leader; the state machine's answer, or why not.
+    async fn commit(&self, request: Request) -> Result<Response, String>;
+}
+
+#[async_trait]
+impl Commit for Proposer {
+    async fn commit(&self, request: Request) -> Result<Response, String> {
+        self.propose(request).await.map_err(|e| e.to_string())
+    }
 }
 
 /// What one batch of actions came to.
@@ -255,7 +286,7 @@ impl Reconciler {
     ) -> JoinHandle<Option<Outcome>> {
         let executor = Executor {
             group: self.group.clone(),
-            proposer: self.proposer.clone(),
+            proposer: self.proposer.clone() as Arc<dyn Commit>,
             me: self.me,
             name: self.name.clone(),
             stop: lifetime.stop.clone(),
@@ -326,7 +357,7 @@ impl LeaseHold {
 /// What one batch of actions runs with.
 struct Executor {
     group: Arc<ResourceGroup>,
-    proposer: Arc<Proposer>,
+    proposer: Arc<dyn Commit>,
     me: NodeId,
     name: String,
     /// The agent's stop token: see the module's note on shutdown.
@@ -334,8 +365,8 @@ struct Executor {
     hold: LeaseHold,
 }
 
-/// Carries out `actions` in order, stopping at the first that fails or once the agent's
-/// stop token is cancelled: see the module's note on shutdown. A failure that asks for
+/// Carries out `actions` in order, stopping at the first that fails or, for any action but
+/// a fence, once the agent's stop token is cancelled: see the module's note on shutdown. A failure that asks for
 /// fencing gives the epoch up and fences first ([`Executor::escalate`]).
 async fn execute(
     executor: &Executor,
@@ -354,7 +385,8 @@ async fn execute(
         recoveries: 0,
     };
     for action in actions {
-        if stop.is_cancelled() {
+        // A fence still runs at shutdown: see the module's note.
+        if stop.is_cancelled() && !matches!(action, NodeAction::Fence { .. }) {
             tracing::info!(action = ?action, "shutting down: not starting the next action");
             break;
         }
@@ -364,12 +396,19 @@ async fn execute(
             epoch,
             node: name.to_string(),
         };
-        let may_start = || executor.hold.may_start(epoch);
+        // Asked before each start step: the lease (see `LeaseHold::may_start`), and whether
+        // the agent stops, so a start ends between two steps at shutdown, never within one.
+        let may_start = || {
+            if stop.is_cancelled() {
+                return Err("the agent is shutting down".to_string());
+            }
+            executor.hold.may_start(epoch)
+        };
         // Whether the failure asks for this node to be fenced (a stop that failed).
         let mut fence_me = false;
         let result: Result<(), String> = match &action {
             NodeAction::StartGroup { .. } => {
-                match unless_stopping(stop, group.start_checked(&ctx, &may_start)).await {
+                match finish_step(stop, group.start_checked(&ctx, &may_start)).await {
                     None => break,
                     Some(Ok(phases)) => {
                         let since_grant_ms = clock::now().since(epoch_seen_at);
@@ -414,7 +453,7 @@ async fn execute(
             NodeAction::RestartResource { name: resource, .. } => {
                 outcome.recoveries += 1;
                 let restart = group.restart_from_checked(resource, &ctx, &may_start);
-                match unless_stopping(stop, restart).await {
+                match finish_step(stop, restart).await {
                     None => break,
                     Some(restarted) => restarted.map_err(|e| {
                         fence_me = e.recovery() == Some(agent::Recovery::Fence);
@@ -490,23 +529,32 @@ impl Executor {
     }
 }
 
-/// Runs a start or a restart unless the agent stops first (`None`: dropped for the
-/// shutdown's hand-over, which stops the group in order next).
-async fn unless_stopping<T>(
+/// Runs a start or a restart to its end. Once the agent stops, the start's check ends it
+/// before its next step and the step in hand is waited for, up to [`STOPPING_START_GRACE`];
+/// only past that is it dropped (`None`) for the hand-over, which stops the group next.
+async fn finish_step<T>(
     stop: &CancellationToken,
     step: impl std::future::Future<Output = T>,
 ) -> Option<T> {
-    let done = stop.run_until_cancelled(step).await;
-    if done.is_none() {
-        tracing::info!(
-            "shutting down: the start in hand is dropped; the hand-over stops the group"
-        );
+    let overran = async {
+        stop.cancelled().await;
+        tokio::time::sleep(STOPPING_START_GRACE).await;
+    };
+    tokio::select! {
+        done = step => Some(done),
+        _ = overran => {
+            tracing::warn!(
+                grace = ?STOPPING_START_GRACE,
+                "shutting down: the start step in hand did not end in time and is dropped; \
+                 the hand-over stops the group"
+            );
+            None
+        }
     }
-    done
 }
 
 async fn propose(
-    proposer: &Proposer,
+    proposer: &dyn Commit,
     me: NodeId,
     name: &str,
     command: Command,
@@ -518,12 +566,12 @@ async fn propose(
         reason: reason.to_string(),
         at_unix_ms: clock::wall_ms(),
     };
-    match proposer.propose(request).await {
+    match proposer.commit(request).await {
         Ok(response) => match response.refused {
             None => Ok(()),
             Some(why) => Err(format!("refused: {why}")),
         },
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     }
 }
 
@@ -549,6 +597,182 @@ pub fn core_status(status: &GroupResourceStatus) -> ResourceStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resources::agent::{AgentError, ResourceAgent};
+    use crate::resources::dummy::{DummyAgent, DummyConfig};
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Commits every request (the executor's records are not what these tests look at).
+    struct Accepts;
+
+    #[async_trait]
+    impl Commit for Accepts {
+        async fn commit(&self, _request: Request) -> Result<Response, String> {
+            Ok(Response::default())
+        }
+    }
+
+    /// An executor over `group` with a lease of epoch `epoch` good for a minute.
+    fn executor(group: Arc<ResourceGroup>, epoch: u64) -> Executor {
+        let (_, lease) = watch::channel(Some(Lease {
+            epoch,
+            until: clock::now().plus(60_000),
+        }));
+        let (gave_up, _) = watch::channel(None);
+        Executor {
+            group,
+            proposer: Arc::new(Accepts),
+            me: 1,
+            name: "node1".into(),
+            stop: CancellationToken::new(),
+            hold: LeaseHold {
+                lease,
+                gave_up: Arc::new(gave_up),
+            },
+        }
+    }
+
+    fn dummy_group(dir: &Path) -> (Arc<ResourceGroup>, PathBuf) {
+        let state_file = dir.join("db.state");
+        let dummy = DummyAgent::new(
+            "db",
+            DummyConfig {
+                state_file: state_file.clone(),
+                ledger_file: dir.join("ledger"),
+                ..DummyConfig::default()
+            },
+        );
+        let group = ResourceGroup::new("group", vec![Arc::new(dummy)], dir).expect("group");
+        (Arc::new(group), state_file)
+    }
+
+    #[tokio::test]
+    async fn a_fence_decided_during_shutdown_still_runs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (group, state_file) = dummy_group(dir.path());
+        let ctx = ActionContext {
+            epoch: 3,
+            node: "node1".into(),
+        };
+        group.start(&ctx).await.expect("the dummy starts");
+        assert!(state_file.exists());
+        let executor = executor(group, 3);
+        executor.stop.cancel();
+        execute(
+            &executor,
+            vec![NodeAction::Fence { epoch: 3 }],
+            clock::now(),
+        )
+        .await;
+        assert!(
+            !state_file.exists(),
+            "a fence decided at shutdown was skipped: the group still holds its resource"
+        );
+    }
+
+    /// A resource whose start is one blocking step that no dropped future can stop: it
+    /// sleeps, then creates its marker.
+    struct BlockingStart {
+        marker: PathBuf,
+        began: Arc<tokio::sync::Notify>,
+        step_ended: Arc<AtomicBool>,
+    }
+
+    #[async_trait]
+    impl ResourceAgent for BlockingStart {
+        fn name(&self) -> &str {
+            "mount"
+        }
+
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+
+        fn validate(&self) -> Vec<String> {
+            Vec::new()
+        }
+
+        async fn start(&self, _ctx: &ActionContext) -> Result<(), AgentError> {
+            self.began.notify_one();
+            let (marker, ended) = (self.marker.clone(), self.step_ended.clone());
+            tokio::task::spawn_blocking(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                std::fs::write(&marker, b"mounted").expect("write the marker");
+                ended.store(true, Ordering::SeqCst);
+            })
+            .await
+            .expect("the blocking step");
+            Ok(())
+        }
+
+        async fn stop(&self, _ctx: &ActionContext) -> Result<(), AgentError> {
+            match std::fs::remove_file(&self.marker) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(AgentError::new(
+                    "mount",
+                    agent::Recovery::Fence,
+                    e.to_string(),
+                )),
+                _ => Ok(()),
+            }
+        }
+
+        async fn monitor(&self) -> ResourceState {
+            if self.marker.exists() {
+                ResourceState::Running
+            } else {
+                ResourceState::Stopped
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shutdown_during_a_start_step_waits_for_it_before_the_hand_over_stops() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let marker = dir.path().join("mounted");
+        let began = Arc::new(tokio::sync::Notify::new());
+        let step_ended = Arc::new(AtomicBool::new(false));
+        let resource = BlockingStart {
+            marker: marker.clone(),
+            began: began.clone(),
+            step_ended: step_ended.clone(),
+        };
+        let group = Arc::new(
+            ResourceGroup::new("group", vec![Arc::new(resource)], dir.path()).expect("group"),
+        );
+        let executor = Arc::new(executor(group.clone(), 5));
+        let began_wait = began.notified();
+        let running = tokio::spawn({
+            let executor = executor.clone();
+            async move {
+                execute(
+                    &executor,
+                    vec![NodeAction::StartGroup { epoch: 5 }],
+                    clock::now(),
+                )
+                .await
+            }
+        });
+        began_wait.await;
+        // The agent shuts down while the blocking step is in hand; the executor's task ends,
+        // then the hand-over stops the group in order (and would commit `Released`).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        executor.stop.cancel();
+        running.await.expect("the executor task");
+        let ctx = ActionContext {
+            epoch: 5,
+            node: "node1".into(),
+        };
+        group.stop(&ctx).await.expect("the hand-over's stop");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !step_ended.load(Ordering::SeqCst) {
+            assert!(std::time::Instant::now() < deadline, "the step never ended");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            !marker.exists(),
+            "the start's step completed after the hand-over's stop: its resource is up after Released"
+        );
+    }
 
     fn hold(lease: Option<Lease>) -> (watch::Sender<Option<Lease>>, LeaseHold) {
         let (lease_tx, lease) = watch::channel(lease);

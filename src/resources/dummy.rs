@@ -13,6 +13,7 @@
 //! | `fail-fence`               | `fail_fence`   | fence fails, the state file stays |
 //! | `fail-monitor`             | `fail_monitor` | monitor says failed |
 //! | `hang-ms` (holds a number) | `hang_ms`      | start and stop sleep that long first; removing the file ends the sleep |
+//! | `monitor-hang-ms` (a number) | `monitor_hang_ms` | monitor sleeps that long first (a slow look); while it does, a `monitor-hanging` file in `fault_dir` tells a test so |
 
 use crate::resources::agent::{ActionContext, AgentError, Recovery, ResourceAgent, ResourceState};
 use crate::resources::ledger::{self, LedgerAction, LedgerEvent};
@@ -48,7 +49,13 @@ pub struct DummyConfig {
     /// Start and stop first sleep this many milliseconds (0: no hang).
     #[serde(default)]
     pub hang_ms: u64,
+    /// Monitor first sleeps this many milliseconds (0: no hang).
+    #[serde(default)]
+    pub monitor_hang_ms: u64,
 }
+
+/// The file in the fault directory that a monitor hanging for its knob writes as it begins.
+pub const MONITOR_HANGING: &str = "monitor-hanging";
 
 /// A fault of the Dummy agent that a knob file switches on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +70,8 @@ pub enum DummyFault {
     FailMonitor,
     /// Start and stop sleep this many milliseconds first.
     HangMs(u64),
+    /// Monitor sleeps this many milliseconds first.
+    MonitorHangMs(u64),
 }
 
 impl DummyFault {
@@ -74,13 +83,14 @@ impl DummyFault {
             DummyFault::FailFence => "fail-fence",
             DummyFault::FailMonitor => "fail-monitor",
             DummyFault::HangMs(_) => "hang-ms",
+            DummyFault::MonitorHangMs(_) => "monitor-hang-ms",
         }
     }
 
     /// Switches the fault on by writing its knob file into `fault_dir`.
     pub fn set(self, fault_dir: &Path) -> std::io::Result<()> {
         let content = match self {
-            DummyFault::HangMs(ms) => ms.to_string(),
+            DummyFault::HangMs(ms) | DummyFault::MonitorHangMs(ms) => ms.to_string(),
             _ => String::new(),
         };
         std::fs::write(fault_dir.join(self.file_name()), content)
@@ -131,6 +141,7 @@ impl DummyAgent {
             DummyFault::FailFence => self.config.fail_fence,
             DummyFault::FailMonitor => self.config.fail_monitor,
             DummyFault::HangMs(_) => self.config.hang_ms > 0,
+            DummyFault::MonitorHangMs(_) => self.config.monitor_hang_ms > 0,
         };
         configured || self.knob_file(fault).is_some_and(|p| p.exists())
     }
@@ -334,6 +345,18 @@ impl ResourceAgent for DummyAgent {
     }
 
     async fn monitor(&self) -> ResourceState {
+        let hang_ms = self
+            .knob_file(DummyFault::MonitorHangMs(0))
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            .max(self.config.monitor_hang_ms);
+        if hang_ms > 0 {
+            if let Some(dir) = &self.config.fault_dir {
+                let _ = std::fs::write(dir.join(MONITOR_HANGING), b"");
+            }
+            tokio::time::sleep(Duration::from_millis(hang_ms)).await;
+        }
         if self.knob(DummyFault::FailMonitor) {
             return ResourceState::Failed("fault knob fail-monitor is set".into());
         }

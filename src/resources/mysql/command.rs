@@ -151,7 +151,14 @@ impl MysqlAgent {
             pid,
             start_ticks: 0,
         });
-        *self.child.lock().await = Some(child);
+        // Safety: the pid file is written before this future reaches any `.await` after
+        // spawn(). mysqld runs in its own process group and outlives a dropped `child`
+        // (kill_on_drop is false on purpose: quorate's restart must not kill it). A start can
+        // be dropped at any await (a fence pre-empting it, start_one's timeout, a shutdown's
+        // bounded fallback); dropped here before the pid file existed, `stop()` would find
+        // nothing tracked, succeed, and let `Released` be committed while an unknown mysqld
+        // still runs. With the record written first, every later drop leaves a pid file that
+        // `stop()` and `fence()` act on.
         if let Err(e) = Self::write_pid_file(pid_file, id) {
             procs::signal(id, Signal::SIGKILL, true);
             return Err(self.fail(
@@ -163,6 +170,7 @@ impl MysqlAgent {
                 ),
             ));
         }
+        *self.child.lock().await = Some(child);
         Ok((id, offset))
     }
 
@@ -374,5 +382,90 @@ impl MysqlAgent {
                 ResourceState::Failed(format!("pid file unreadable: {why}"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::SystemRunner;
+    use crate::resources::agent::ResourceAgent;
+    use crate::resources::mysql::config::MysqlConfig;
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+
+    fn poll_once<F: Future + ?Sized>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        future.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// A start dropped right after it spawned mysqld (here: while it waits for the child
+    /// lock, which the test holds) must leave a pid file, so the stop that follows kills it.
+    #[tokio::test]
+    async fn a_start_dropped_after_spawn_leaves_nothing_the_stop_cannot_see() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let marker = dir.path().join("fake-mysqld.pid");
+        let config = MysqlConfig {
+            // A fake mysqld: it says its pid, then sleeps; it never answers a probe.
+            command: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("echo $$ > {}; exec sleep 600", marker.display()),
+            ],
+            pid_file: Some(dir.path().join("quorate-mysql.pid")),
+            log_file: Some(dir.path().join("mysqld.log")),
+            host: Some("127.0.0.1".into()),
+            port: Some(9),
+            user: "quorate".into(),
+            password: "x".into(),
+            start_timeout_ms: 60_000,
+            stop_timeout_ms: 2_000,
+            kill_timeout_ms: 2_000,
+            monitor_timeout_ms: 1_000,
+            ..MysqlConfig::default()
+        };
+        let agent = MysqlAgent::new("mysql", config, Arc::new(SystemRunner));
+        let ctx = ActionContext {
+            epoch: 1,
+            node: "node1".into(),
+        };
+
+        // Queue the test behind the start's first look at the child, so the lock is the
+        // test's when the start comes back for it right after spawn().
+        let held = agent.child.lock().await;
+        let mut start = Box::pin(agent.start(&ctx));
+        assert!(poll_once(start.as_mut()).is_pending());
+        let mut mine = Box::pin(agent.child.lock());
+        assert!(poll_once(mine.as_mut()).is_pending());
+        drop(held);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid = loop {
+            assert!(
+                poll_once(start.as_mut()).is_pending(),
+                "the start cannot finish"
+            );
+            if let Some(pid) = std::fs::read_to_string(&marker)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+            {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "the fake mysqld never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        // The start is dropped where it stands (a fence pre-empting it, a timeout, a
+        // shutdown), then the group's stop runs.
+        drop(start);
+        drop(mine);
+        let stopped = agent.stop(&ctx).await;
+        let survivor = procs::identify(pid);
+        if let Some(id) = survivor {
+            procs::signal(id, Signal::SIGKILL, true);
+        }
+        stopped.expect("the stop succeeds");
+        assert_eq!(
+            survivor, None,
+            "the mysqld of the dropped start still runs after a stop that succeeded"
+        );
     }
 }
