@@ -580,3 +580,62 @@ fn refuses_a_log_purged_beyond_the_applied_state() {
     );
     assert!(err.to_string().contains("lost"), "{err}");
 }
+
+#[test]
+fn refuses_a_store_whose_last_acknowledged_vote_was_damaged() {
+    // A crash right after `save_vote(term 5)` returned, and the pages of that commit damaged
+    // since (a bad sector, a lying cache). Falling back to the commit before would forget the
+    // vote, and the node could vote again in term 5: the store must refuse to open instead.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("raft");
+    let path = dir.join(store::DB_FILE);
+    let rt = runtime();
+    let (before, mut after) = rt.block_on(async {
+        let (mut log, _sm) = common::open(&dir).expect("open");
+        log.save_vote(&Vote::new(4, 1))
+            .await
+            .expect("vote in term 4");
+        // Each commit returned after its fdatasync, so the file as read now is what a crash
+        // at this point leaves on disk.
+        let before = fs::read(&path).expect("read the database");
+        log.save_vote(&Vote::new(5, 2))
+            .await
+            .expect("vote in term 5");
+        let after = fs::read(&path).expect("read the database");
+        (before, after)
+    });
+    // The store is closed; put back the file as the crash left it (a clean close commits once
+    // more, which a crash does not).
+
+    // Damage only the pages that the last commit changed, and leave the header page alone: it
+    // is the data of the acknowledged commit that is damaged.
+    const PAGE: usize = 4096;
+    let mut damaged = 0;
+    for start in (PAGE..after.len()).step_by(PAGE) {
+        let end = (start + PAGE).min(after.len());
+        if before.get(start..end) == Some(&after[start..end]) {
+            continue;
+        }
+        for b in &mut after[start + 64..(start + 256).min(end)] {
+            *b ^= 0xff;
+        }
+        damaged += 1;
+    }
+    assert!(
+        damaged > 0,
+        "the last commit changed no page but the header"
+    );
+    fs::write(&path, &after).expect("write the damaged database");
+
+    match common::open(&dir) {
+        Ok((mut log, _sm)) => {
+            let vote = rt.block_on(log.read_vote()).expect("read the vote");
+            panic!("the damaged store opened, with the vote {vote:?} ({damaged} pages damaged)");
+        }
+        Err(err) => {
+            assert!(matches!(err, StoreError::Database { .. }), "{err:?}");
+            assert!(err.to_string().contains("2-phase"), "{err}");
+            assert_names(&err, &dir);
+        }
+    }
+}

@@ -290,6 +290,8 @@ fn write_redb(dir: &Path, content: &SledContent) -> Result<(), StoreError> {
             .map_err(|e| db_err("starting the migration")(e.into()))?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| db_err("starting the migration")(e.into()))?;
+        // Two-phase like every durable commit of the store (see the store's module doc).
+        txn.set_two_phase_commit(true);
         copy_named(&txn, META, &content.meta, Some(&format[..]))
             .map_err(db_err("copying the meta tree"))?;
         copy_named(&txn, MACHINE, &content.machine, None)

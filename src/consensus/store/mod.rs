@@ -13,16 +13,32 @@
 //! install — runs the same way, one at a time under one writer lock, on a blocking thread:
 //!
 //! 1. open one redb write transaction and make the whole change in it;
-//! 2. commit it with `Durability::Immediate`: redb writes the new pages and the new commit
-//!    slot and calls `fdatasync` on the database file before `commit` returns;
+//! 2. commit it with `Durability::Immediate` and redb's two-phase commit: redb writes the new
+//!    pages and the new commit slot, calls `fdatasync`, then flips the header's primary bit to
+//!    the new slot (recording that it was a two-phase commit) and calls `fdatasync` again,
+//!    all before `commit` returns;
 //! 3. only then call the callback or return.
 //!
 //! So when `save_vote` returns or an append's callback fires, the change is on the device,
 //! cache flushed, together with the file size and block mapping it needs (`fdatasync` commits
-//! those). redb writes every page with a checksum and keeps two commit slots; after a crash
-//! or power cut it opens the newest slot whose checksum holds, which is the last commit that
-//! returned or a later one, never a torn mix. The file's name in the directory is made durable
-//! once, when the store is created (`disk.rs`); later writes never rename or create files.
+//! those). The file's name in the directory is made durable once, when the store is created
+//! (`disk.rs`); later writes never rename or create files.
+//!
+//! Why two-phase. redb writes every page with a checksum and keeps two commit slots. After a
+//! one-phase commit (redb's default) the primary bit may point at a slot whose pages never
+//! reached the disk, so on open redb checks the primary's checksums and, if they fail, quietly
+//! falls back to the other slot: the commit before. That fallback cannot tell a torn commit
+//! from an acknowledged one whose pages were damaged later (a bad sector, a lying cache, a
+//! stray write), and for a Raft member rolling back an acknowledged commit is forgetting: a
+//! node that opened at the commit before `save_vote(term 5)` could grant a second vote in term
+//! 5, and two leaders could be elected. After a two-phase commit the primary slot was durable
+//! before it became the primary, so redb knows a primary that fails its checksums is damaged,
+//! not torn, and refuses to open it (`Corrupted`: "Primary is corrupted despite 2-phase
+//! commit"). The store then stops with [`StoreError::Database`], and the member must be
+//! restored or rebuilt, which Raft tolerates, instead of running on with a forgotten vote,
+//! which it does not. The integrity check at every open (`open.rs`) goes through the same
+//! refusal. The price is a second `fdatasync` per durable write (see the README's measured
+//! figures).
 //!
 //! Applying committed entries to the state machine is committed with `Durability::None`: the
 //! log and the commit index are already durable, so after a crash openraft re-applies from the
@@ -351,6 +367,11 @@ impl Shared {
             .map_err(|e| self.db_io("starting a write transaction", e))?;
         txn.set_durability(durability)
             .map_err(|e| self.db_io("choosing the durability of a commit", e))?;
+        // Two-phase, so that an acknowledged commit whose pages are damaged later is refused
+        // at the next open rather than silently rolled back (see "Why two-phase" above). It
+        // only matters for `Immediate` commits: a `None` commit writes no commit slot, and the
+        // next durable commit, two-phase too, carries it.
+        txn.set_two_phase_commit(true);
         // An error here drops the transaction, which rolls it back; nothing reached the disk.
         let out = write(self, &txn)?;
         if let Err(e) = txn.commit() {
