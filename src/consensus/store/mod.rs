@@ -45,6 +45,13 @@
 //! log. redb makes such a commit durable with the next `Immediate` one, in commit order, so the
 //! state machine never runs ahead of a durable snapshot or purge.
 //!
+//! The stored purge mark never passes the stored applied state, in any durable state: a
+//! purge removes entries only up to the applied state it reads in its own transaction, and a
+//! snapshot install removes the log it covers in the commit that stores the snapshot's applied
+//! state (`log.rs`, `state_machine.rs`). openraft 0.9 runs a follower's purge up to a received
+//! snapshot in parallel with the install; without this rule a crash between the two would
+//! leave entries that exist nowhere, and the store could never open again.
+//!
 //! Once a durable commit fails, the store refuses every later write: after a failed fsync the
 //! kernel may have dropped dirty pages, so retrying could acknowledge data that is not on
 //! disk (redb itself also refuses further I/O after such an error). The node must be
@@ -308,6 +315,11 @@ pub(crate) struct Shared {
     /// The writer lock: every write transaction runs under it. Holds the first failure of a
     /// durable commit; once set, the store takes no more writes.
     writer: Mutex<Option<String>>,
+    /// The greatest log id openraft asked this process to purge up to. The store may keep
+    /// entries at or below it on disk (a purge never goes past the stored applied state, see
+    /// `log.rs`), but reports them as purged and never returns them, as openraft expects.
+    /// Kept in memory only: after a restart the stored purge mark is what holds.
+    purge_requested: Mutex<Option<LogId>>,
 }
 
 impl Shared {
@@ -469,9 +481,28 @@ impl Shared {
             .map_err(|e| self.db_io(format!("opening the {} table", table_name(&table)), e))
     }
 
-    /// The greatest purged log id, if any.
+    /// The greatest purged log id stored on disk, if any.
     pub(crate) fn last_purged(&self) -> Result<Option<LogId>, StoreError> {
         self.read(|txn| self.get_json(&self.meta_table(txn)?, META_TREE, KEY_LAST_PURGED))
+    }
+
+    /// The greatest log id openraft asked this process to purge up to, if any.
+    pub(crate) fn purge_requested(&self) -> Option<LogId> {
+        *self
+            .purge_requested
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records that openraft asked to purge up to `log_id`.
+    pub(crate) fn request_purge(&self, log_id: LogId) {
+        let mut requested = self
+            .purge_requested
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if requested.is_none_or(|r| r.index < log_id.index) {
+            *requested = Some(log_id);
+        }
     }
 }
 

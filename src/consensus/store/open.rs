@@ -118,6 +118,7 @@ pub fn open(
         dir: dir.to_path_buf(),
         db,
         writer: Mutex::new(None),
+        purge_requested: Mutex::new(None),
     };
     let fresh = classify_tables(&shared, dir_state.marker.is_some())?;
 
@@ -485,8 +486,9 @@ fn check_meta(shared: &Shared, identity: &StoreIdentity) -> Result<(), StoreErro
 }
 
 /// Refuses a log purged beyond what the state machine holds: the entries in between exist
-/// nowhere any more. openraft 0.9 purges a follower's log right after it hands a received
-/// snapshot to the state machine task, so a crash between the two can leave this state.
+/// nowhere any more. The store never writes this state (a purge stops at the stored applied
+/// state, and a snapshot install moves both in one commit, see `log.rs`), so finding it means
+/// damage or a store written by another program.
 fn check_purged_is_applied(shared: &Shared, last_applied: Option<LogId>) -> Result<(), StoreError> {
     let Some(purged) = shared.last_purged()? else {
         return Ok(());

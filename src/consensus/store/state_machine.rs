@@ -14,7 +14,7 @@ use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
     StorageError,
 };
-use redb::ReadableTable;
+use redb::{ReadableTable, WriteTransaction};
 use tokio::sync::watch;
 
 use super::log::Entry;
@@ -100,6 +100,24 @@ pub(super) fn load(shared: &Shared) -> Result<AppliedState, StoreError> {
         }
         Ok(applied)
     })
+}
+
+/// The `last_applied` of the stored applied state; the rest of it is not decoded.
+#[derive(Deserialize)]
+struct LastApplied {
+    last_applied: Option<LogId>,
+}
+
+/// Reads the last applied log id stored in `txn`'s view, including an apply committed with
+/// `Durability::None` before it.
+pub(super) fn stored_last_applied(
+    shared: &Shared,
+    txn: &WriteTransaction,
+) -> Result<Option<LogId>, StoreError> {
+    let machine = shared.open_for_write(txn, MACHINE)?;
+    Ok(shared
+        .get_json::<LastApplied>(&machine, MACHINE_TREE, KEY_APPLIED)?
+        .and_then(|a| a.last_applied))
 }
 
 /// Reads the stored snapshot, if any.
@@ -280,17 +298,27 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let applied = check_snapshot(meta, &data).map_err(to_storage)?;
         let meta_bytes = encode("the snapshot metadata", meta).map_err(to_storage)?;
         let applied_bytes = encode("the applied state", &applied).map_err(to_storage)?;
+        let last = meta.last_log_id;
         self.shared
             .write_durably(move |s, txn| {
-                let mut machine = s.open_for_write(txn, MACHINE)?;
-                for (key, value) in [
-                    (KEY_APPLIED, &applied_bytes[..]),
-                    (KEY_SNAPSHOT_META, &meta_bytes[..]),
-                    (KEY_SNAPSHOT_DATA, &data[..]),
-                ] {
-                    machine
-                        .insert(key, value)
-                        .map_err(|e| s.db_io("installing a snapshot", e))?;
+                {
+                    let mut machine = s.open_for_write(txn, MACHINE)?;
+                    for (key, value) in [
+                        (KEY_APPLIED, &applied_bytes[..]),
+                        (KEY_SNAPSHOT_META, &meta_bytes[..]),
+                        (KEY_SNAPSHOT_DATA, &data[..]),
+                    ] {
+                        machine
+                            .insert(key, value)
+                            .map_err(|e| s.db_io("installing a snapshot", e))?;
+                    }
+                }
+                // The log up to the snapshot goes in the same transaction as the applied state
+                // it is replaced by: openraft purges it right after the install anyway, but
+                // its purge never runs ahead of the stored applied state (`log.rs`), so the
+                // install is what lets the entries go, atomically, whatever the crash.
+                if let Some(last) = last {
+                    super::log::purge_upto(s, txn, last)?;
                 }
                 Ok(())
             })
