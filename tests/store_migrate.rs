@@ -241,3 +241,32 @@ fn sled_files_beside_a_lost_redb_database_are_not_migrated() {
     );
     assert!(dir.join("db").exists() && !dir.join(store::SLED_ASIDE).exists());
 }
+
+#[test]
+fn a_sled_store_that_another_process_holds_is_not_migrated() {
+    // Another quorate holds the data directory (here: its lock taken the way a running store
+    // takes it), for instance in the middle of its own migration. A second process must not
+    // migrate beside it: it could put a second store.redb over the first.
+    use nix::fcntl::{Flock, FlockArg};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("raft");
+    write_sled_store(&dir, 1, true);
+    let before = names(&dir);
+    let held = Flock::lock(
+        fs::File::open(&dir).expect("open the directory"),
+        FlockArg::LockExclusiveNonblock,
+    )
+    .map_err(|(_, e)| e)
+    .expect("lock the directory");
+    let err = common::open(&dir)
+        .err()
+        .expect("a store another process holds must be refused");
+    assert!(matches!(err, StoreError::InUse { .. }), "{err:?}");
+    assert_eq!(
+        names(&dir),
+        before,
+        "the refused open changed the directory"
+    );
+    drop(held);
+    assert_holds_the_sled_content(&dir);
+}

@@ -435,8 +435,24 @@ fn refuses_a_store_already_in_use() {
     let (_tmp, dir) = populated();
     let _first = common::open(&dir).expect("first open");
     let err = open_err(&dir);
-    assert!(matches!(err, StoreError::Database { .. }), "{err:?}");
+    assert!(matches!(err, StoreError::InUse { .. }), "{err:?}");
     assert_names(&err, &dir);
+}
+
+#[test]
+fn a_second_open_from_another_thread_is_refused_as_in_use() {
+    let (_tmp, dir) = populated();
+    let _first = common::open(&dir).expect("first open");
+    let second = std::thread::spawn({
+        let dir = dir.clone();
+        move || common::open(&dir).err()
+    })
+    .join()
+    .expect("the second open's thread")
+    .expect("a second open of a store in use must be refused");
+    assert!(matches!(second, StoreError::InUse { .. }), "{second:?}");
+    assert!(second.to_string().contains("in use"), "{second}");
+    assert_names(&second, &dir);
 }
 
 #[test]

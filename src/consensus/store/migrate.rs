@@ -11,7 +11,8 @@
 //! 2. every key and value of the `meta`, `log` and `machine` trees is copied, byte for byte,
 //!    into a new redb file `store.redb.migrating`, with the format version set to 2, in one
 //!    commit with `Durability::Immediate`;
-//! 3. that file is renamed to `store.redb` and the directory is fsynced;
+//! 3. that file is linked as `store.redb`, which fails rather than replace an existing
+//!    database, its temporary name is removed and the directory is fsynced;
 //! 4. sled's files (`db`, `conf`, `blobs/`, `snap.*`) are moved into `sled-format-1/`, which
 //!    quorate never reads again; delete it once the cluster runs well on the new version;
 //! 5. the usual open follows: every value copied is decoded and checked, and the marker file
@@ -19,7 +20,11 @@
 //!
 //! A crash at any point is picked up by the next open: before step 3 the sled store is still
 //! the store and the half-written `store.redb.migrating` is discarded; after it, `store.redb`
-//! is complete and only the move of sled's files is finished.
+//! is complete and only the move of sled's files is finished (and a temporary name left by a
+//! crash right after the link is removed).
+//!
+//! The whole migration runs under the lock `open` holds on the data directory, so two
+//! processes never migrate one store at once.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -56,6 +61,10 @@ pub(super) fn migrate(
     sled_names: &[String],
 ) -> Result<bool, StoreError> {
     let mut created = has_db;
+    if has_db {
+        // A crash between the link to `store.redb` and the removal of the temporary name.
+        remove_if_present(dir, DB_MIGRATING)?;
+    }
     if !has_db {
         if has_marker && !sled_names.iter().any(|n| n == "db") {
             return Err(StoreError::Corrupt {
@@ -274,11 +283,7 @@ fn write_redb(dir: &Path, content: &SledContent) -> Result<(), StoreError> {
         }
     };
     let tmp = dir.join(DB_MIGRATING);
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err("removing an unfinished migration")(e)),
-    }
+    remove_if_present(dir, DB_MIGRATING)?;
     let format = encode("the format version", &FORMAT_VERSION)?;
     {
         let db = redb::Database::create(&tmp).map_err(|source| StoreError::Database {
@@ -308,8 +313,26 @@ fn write_redb(dir: &Path, content: &SledContent) -> Result<(), StoreError> {
         txn.commit()
             .map_err(|e| db_err("committing the migration")(e.into()))?;
     }
-    fs::rename(&tmp, dir.join(DB_FILE)).map_err(io_err("renaming the migrated database"))?;
+    // Never over an existing store.redb: link fails if the name exists, where a rename would
+    // replace it, and a process still writing into the replaced file would write into an
+    // unlinked inode (the directory lock excludes that; this refusal does not rely on it).
+    fs::hard_link(&tmp, dir.join(DB_FILE))
+        .map_err(io_err("putting the migrated database in place"))?;
+    fs::remove_file(&tmp).map_err(io_err("removing the migrated database's temporary name"))?;
     sync_dir(dir).map_err(io_err("syncing the directory after the migration"))
+}
+
+/// Removes `dir/name`, a leftover of an unfinished migration, if it is there.
+fn remove_if_present(dir: &Path, name: &str) -> Result<(), StoreError> {
+    match fs::remove_file(dir.join(name)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StoreError::Io {
+            dir: dir.to_path_buf(),
+            action: format!("removing `{name}`, left by an unfinished migration"),
+            source,
+        }),
+    }
 }
 
 /// Copies a named-key tree into its table; `format`, if given, replaces `format_version`.
@@ -349,4 +372,27 @@ fn move_aside(dir: &Path, sled_names: &[String]) -> Result<(), StoreError> {
     sync_dir(dir).map_err(io_err(
         "syncing the directory after moving sled's files".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_migrated_database_never_replaces_an_existing_one() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        fs::write(dir.join(DB_FILE), b"the store another process writes").expect("write");
+        let err = write_redb(dir, &SledContent::default())
+            .expect_err("a migration must not put its database over an existing one");
+        assert!(
+            matches!(&err, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists),
+            "{err:?}"
+        );
+        assert_eq!(
+            fs::read(dir.join(DB_FILE)).expect("read"),
+            b"the store another process writes",
+            "the existing database was replaced"
+        );
+    }
 }

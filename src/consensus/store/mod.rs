@@ -67,6 +67,10 @@
 //! table `machine`: applied, snapshot_meta, snapshot_data, snapshot_seq
 //! ```
 //!
+//! The data directory itself is locked (`flock`, exclusive) from before [`open`] reads it until
+//! the store is dropped, so two processes never run, or migrate, one store at once
+//! ([`StoreError::InUse`]).
+//!
 //! The marker file exists so that a lost or emptied database can never pass for a new one: if
 //! the marker says the store was created and `store.redb` is missing, empty, or holds no
 //! quorate tables, [`open`] refuses to start.
@@ -192,6 +196,12 @@ pub enum StoreError {
         /// What was found there.
         why: String,
     },
+    /// Another process, or another open in this one, holds the data directory.
+    #[error("the Raft store in {dir} is in use: another quorate process (or another open in this one) holds the directory's lock; stop it before starting this one, and never point two nodes at one data_dir")]
+    InUse {
+        /// The data directory.
+        dir: PathBuf,
+    },
     /// redb refused to open the database file.
     #[error("cannot open the database {DB_FILE} in {dir}: {source}; if another quorate runs on this directory stop it, otherwise the store is damaged: restore it from a backup or rebuild this member")]
     Database {
@@ -315,6 +325,9 @@ pub(crate) struct Shared {
     /// The writer lock: every write transaction runs under it. Holds the first failure of a
     /// durable commit; once set, the store takes no more writes.
     writer: Mutex<Option<String>>,
+    /// The exclusive lock on the data directory, released when the last handle goes (after
+    /// `db` is closed: fields drop in declaration order).
+    _dir_lock: nix::fcntl::Flock<std::fs::File>,
     /// The greatest log id openraft asked this process to purge up to. The store may keep
     /// entries at or below it on disk (a purge never goes past the stored applied state, see
     /// `log.rs`), but reports them as purged and never returns them, as openraft expects.

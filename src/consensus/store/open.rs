@@ -15,6 +15,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
 use super::disk::{create_dir_durably, sync_dir, sync_dir_and_parent};
 use super::{
     encode, log, migrate, state_machine, LogStore, Shared, StateMachineStore, StoreError,
@@ -58,6 +61,11 @@ pub fn open(
     dir: &Path,
     identity: &StoreIdentity,
 ) -> Result<(LogStore, StateMachineStore), StoreError> {
+    ensure_dir(dir)?;
+    // Held from before the directory is read until the store is dropped: a second quorate on
+    // the same directory (or a second open in this process) is refused, never let to migrate
+    // or write beside this one.
+    let dir_lock = lock_dir(dir)?;
     let mut dir_state = inspect_dir(dir)?;
     if let Some(marker) = &dir_state.marker {
         check_format(dir, marker.format_version)?;
@@ -119,6 +127,7 @@ pub fn open(
         db,
         writer: Mutex::new(None),
         purge_requested: Mutex::new(None),
+        _dir_lock: dir_lock,
     };
     let fresh = classify_tables(&shared, dir_state.marker.is_some())?;
 
@@ -192,36 +201,67 @@ fn open_db(dir: &Path) -> Result<redb::Database, StoreError> {
     }
 }
 
-/// Checks the directory before redb touches it: creates it if missing, refuses anything that
-/// is not a directory, is unreadable, or holds files that are not a quorate store's.
-fn inspect_dir(dir: &Path) -> Result<DirState, StoreError> {
-    let empty = DirState {
-        marker: None,
-        has_db: false,
-        sled_names: Vec::new(),
-    };
+/// Creates the data directory if it is missing, and refuses a path that is not a directory.
+fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
     match fs::metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             create_dir_durably(dir).map_err(|source| StoreError::CreateDir {
                 dir: dir.to_path_buf(),
                 source,
-            })?;
-            return Ok(empty);
-        }
-        Err(source) => {
-            return Err(StoreError::Unreadable {
-                path: dir.to_path_buf(),
-                source,
             })
         }
-        Ok(m) if !m.is_dir() => {
-            return Err(StoreError::NotADirectory {
-                path: dir.to_path_buf(),
-            })
-        }
-        Ok(_) => {}
+        Err(source) => Err(StoreError::Unreadable {
+            path: dir.to_path_buf(),
+            source,
+        }),
+        Ok(m) if !m.is_dir() => Err(StoreError::NotADirectory {
+            path: dir.to_path_buf(),
+        }),
+        Ok(_) => Ok(()),
     }
+}
 
+/// Takes an exclusive `flock` on the data directory itself, waiting up to [`LOCK_WAIT`] (a
+/// store closed a moment ago in this process can still be held by a task that is ending).
+///
+/// The lock is on the directory, not on a file in it, so it covers everything the store does
+/// there, the migration from sled included (sled's and redb's own locks each cover one file
+/// and come and go during a migration), and it adds no file to a directory that may turn out
+/// not to be a store. `flock` locks belong to an open file description, so a second open in
+/// the same process is refused like another process, and the kernel drops the lock when the
+/// process dies, so a crash leaves nothing to clean up. The descriptor is close-on-exec, so
+/// the commands quorate runs do not inherit the lock.
+fn lock_dir(dir: &Path) -> Result<Flock<fs::File>, StoreError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        let file = fs::File::open(dir).map_err(|source| StoreError::Unreadable {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((_, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(StoreError::InUse {
+                    dir: dir.to_path_buf(),
+                })
+            }
+            Err((_, errno)) => {
+                return Err(StoreError::Io {
+                    dir: dir.to_path_buf(),
+                    action: "locking the data directory".into(),
+                    source: io::Error::from(errno),
+                })
+            }
+        }
+    }
+}
+
+/// Checks the directory before redb touches it: refuses one that is unreadable or holds files
+/// that are not a quorate store's.
+fn inspect_dir(dir: &Path) -> Result<DirState, StoreError> {
     let unreadable = |source| StoreError::Unreadable {
         path: dir.to_path_buf(),
         source,
