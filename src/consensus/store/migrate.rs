@@ -13,10 +13,13 @@
 //!    commit with `Durability::Immediate`;
 //! 3. that file is linked as `store.redb`, which fails rather than replace an existing
 //!    database, its temporary name is removed and the directory is fsynced;
-//! 4. sled's files (`db`, `conf`, `blobs/`, `snap.*`) are moved into `sled-format-1/`, which
-//!    quorate never reads again; delete it once the cluster runs well on the new version;
-//! 5. the usual open follows: every value copied is decoded and checked, and the marker file
-//!    is rewritten with format 2, which an older quorate refuses as a newer format.
+//! 4. the usual open follows: the database's tables, format and identity are checked;
+//! 5. only then are sled's files (`db`, `conf`, `blobs/`, `snap.*`) moved into
+//!    `sled-format-1/`, which quorate never reads again (delete it once the cluster runs well
+//!    on the new version); a name already there, from an earlier migration, is refused, never
+//!    replaced;
+//! 6. every value copied is decoded and checked, and the marker file is rewritten with
+//!    format 2, which an older quorate refuses as a newer format.
 //!
 //! A crash at any point is picked up by the next open: before step 3 the sled store is still
 //! the store and the half-written `store.redb.migrating` is discarded; after it, `store.redb`
@@ -49,10 +52,12 @@ struct SledContent {
     machine: BTreeMap<String, Vec<u8>>,
 }
 
-/// Migrates the format-1 store in `dir`, whose sled files are `sled_names`, to redb, or
-/// finishes a migration that a crash interrupted (`has_db`: `store.redb` already exists).
-/// Returns whether `store.redb` now exists: an empty sled database that never became a store
-/// is only moved aside, and the caller creates a new store.
+/// Copies the format-1 store in `dir`, whose sled files are `sled_names`, into a new
+/// `store.redb`, or, when a crash interrupted a migration after that (`has_db`: `store.redb`
+/// already exists), only clears what the crash left. Returns whether `store.redb` now exists:
+/// an empty sled database that never became a store copies nothing, and the caller creates a
+/// new store. Moves nothing: the caller moves sled's files aside with [`move_sled_aside`]
+/// once the database in place has passed its checks.
 pub(super) fn migrate(
     dir: &Path,
     identity: &StoreIdentity,
@@ -60,6 +65,8 @@ pub(super) fn migrate(
     has_db: bool,
     sled_names: &[String],
 ) -> Result<bool, StoreError> {
+    // Refused before anything is written, so that the directory stays as it was.
+    check_aside_free(dir, sled_names)?;
     let mut created = has_db;
     if has_db {
         // A crash between the link to `store.redb` and the removal of the temporary name.
@@ -85,15 +92,48 @@ pub(super) fn migrate(
             created = true;
         }
     }
+    Ok(created)
+}
+
+/// The last step of a migration: moves sled's files into `sled-format-1/`. Called by `open`
+/// only once the database in place passed the checks of its format and identity, so a store
+/// that is refused (another node's `store.redb` beside this node's sled files, say) is left
+/// as it was found.
+pub(super) fn move_sled_aside(dir: &Path) -> Result<(), StoreError> {
     // Listed again: sled may have added or removed `snap.*` files while it was open.
-    let sled_names = list_sled_names(dir).unwrap_or_else(|_| sled_names.to_vec());
+    let sled_names = list_sled_names(dir).map_err(|source| StoreError::Unreadable {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    check_aside_free(dir, &sled_names)?;
     move_aside(dir, &sled_names)?;
     tracing::warn!(
         dir = %dir.display(),
         aside = %dir.join(SLED_ASIDE).display(),
         "migrated the Raft store from sled (format 1) to redb (format {FORMAT_VERSION}); sled's files were moved aside and can be deleted once the cluster runs well"
     );
-    Ok(created)
+    Ok(())
+}
+
+/// Refuses a migration whose files would replace files an earlier migration moved aside:
+/// `rename` replaces a file silently, and what is in `sled-format-1/` may be the only copy of
+/// an older store.
+fn check_aside_free(dir: &Path, sled_names: &[String]) -> Result<(), StoreError> {
+    let aside = dir.join(SLED_ASIDE);
+    for name in sled_names {
+        let path = aside.join(name);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => {
+                return Err(StoreError::AsideOccupied {
+                    dir: dir.to_path_buf(),
+                    name: name.clone(),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StoreError::Unreadable { path, source }),
+        }
+    }
+    Ok(())
 }
 
 /// Opens sled in `dir`, waiting up to [`LOCK_WAIT`] for its file lock (an older quorate that

@@ -228,6 +228,14 @@ pub enum StoreError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A migration from sled would replace files an earlier one moved aside.
+    #[error("cannot finish the migration of the Raft store in {dir} from sled: {SLED_ASIDE}/{name} already exists, from an earlier migration; move {SLED_ASIDE} out of the data directory (keep it if it may be the only copy of an older store) and start again")]
+    AsideOccupied {
+        /// The data directory.
+        dir: PathBuf,
+        /// The name that is already in the aside directory.
+        name: String,
+    },
     /// The store was written by a newer quorate.
     #[error("the Raft store in {dir} has format version {found}, but this quorate only understands up to {supported}; run the newer quorate that wrote it")]
     FutureFormat {

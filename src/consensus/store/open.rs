@@ -135,6 +135,9 @@ pub fn open(
         initialize(&shared, identity)?;
     }
     check_meta(&shared, identity)?;
+    if migrating {
+        migrate::move_sled_aside(dir)?;
+    }
     if dir_state
         .marker
         .as_ref()
