@@ -76,7 +76,8 @@
 //! quorate tables, [`open`] refuses to start.
 //!
 //! Format 1 was the same tables and values in a sled 0.34 database. [`open`] migrates such a
-//! store once, the first time it sees it (`migrate.rs`), and moves sled's files aside.
+//! store once, the first time it sees it (`migrate.rs`), and moves sled's files aside, for an
+//! inspection only: restoring them would roll the node back to the migration.
 //!
 //! # Refusing to start
 //!
@@ -123,7 +124,10 @@ const MARKER_TMP: &str = "quorate-store.json.tmp";
 pub const DB_FILE: &str = "store.redb";
 /// Where a migration writes the database before renaming it to [`DB_FILE`].
 const DB_MIGRATING: &str = "store.redb.migrating";
-/// The directory a migration moves sled's files into, kept for a downgrade or an inspection.
+/// The directory a migration moves sled's files into, kept for an inspection only. Not for a
+/// downgrade: they hold the store as it was at the migration, and a node that runs on them
+/// again has forgotten every vote and entry it acknowledged since, which Raft cannot tolerate
+/// (to go back, give the older quorate an empty data directory; see the README).
 pub const SLED_ASIDE: &str = "sled-format-1";
 
 const META_TREE: &str = "meta";
