@@ -660,3 +660,36 @@ fn refuses_a_store_whose_last_acknowledged_vote_was_damaged() {
         }
     }
 }
+
+#[test]
+fn refuses_a_migrated_store_whose_database_and_marker_are_gone() {
+    // sled-format-1/ shows a store lived here; an empty store in its place would forget it.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("raft");
+    common::write_sled_store(&dir, 1, true);
+    drop(common::open(&dir).expect("migrate the sled store"));
+    fs::remove_file(dir.join(store::DB_FILE)).expect("lose the database");
+    fs::remove_file(dir.join(store::MARKER_FILE)).expect("lose the marker");
+    let err = open_err(&dir);
+    assert!(
+        matches!(&err, StoreError::Corrupt { key, problem, .. }
+            if key == store::DB_FILE && problem.contains(store::SLED_ASIDE)),
+        "{err:?}"
+    );
+    assert!(
+        !dir.join(store::DB_FILE).exists(),
+        "the refusal created a database"
+    );
+}
+
+#[test]
+fn refuses_a_redb_store_that_claims_the_sled_format() {
+    // Format 1 was only ever kept in sled; a redb database saying 1 is not one quorate wrote.
+    let (_tmp, dir) = populated();
+    poke(&dir, "meta", b"format_version", Some(b"1"));
+    let err = open_err(&dir);
+    assert!(
+        matches!(&err, StoreError::Corrupt { key, .. } if key == "meta/format_version"),
+        "{err:?}"
+    );
+}

@@ -42,6 +42,8 @@ struct DirState {
     has_db: bool,
     /// The names of a format-1 (sled) store found in the directory.
     sled_names: Vec<String>,
+    /// Whether `sled-format-1/` exists: a migration ran here.
+    has_aside: bool,
 }
 
 /// The names sled 0.34 creates in its directory.
@@ -70,6 +72,19 @@ pub fn open(
     if let Some(marker) = &dir_state.marker {
         check_format(dir, marker.format_version)?;
         check_identity(dir, &marker.identity, identity)?;
+    }
+
+    // sled's files moved aside show that a store was migrated here; without its database and
+    // its marker it is lost, not new.
+    if dir_state.has_aside && !dir_state.has_db && dir_state.marker.is_none() {
+        return Err(StoreError::Corrupt {
+            dir: dir.to_path_buf(),
+            key: DB_FILE.to_string(),
+            problem: format!(
+                "the database and {MARKER_FILE} are missing, but {SLED_ASIDE}/ shows that a \
+                 store was migrated here"
+            ),
+        });
     }
 
     // sled's files beside a marker of the current format, with no database, are not this
@@ -334,6 +349,7 @@ fn inspect_dir(dir: &Path) -> Result<DirState, StoreError> {
         marker,
         has_db: has(DB_FILE),
         sled_names,
+        has_aside: has(SLED_ASIDE),
     })
 }
 
@@ -517,6 +533,14 @@ fn check_meta(shared: &Shared, identity: &StoreIdentity) -> Result<(), StoreErro
             .get_json(&meta, META_TREE, KEY_FORMAT)?
             .ok_or_else(|| missing(KEY_FORMAT))?;
         check_format(&shared.dir, format)?;
+        if format != FORMAT_VERSION {
+            // Only sled held format 1; a migration writes format 2 into redb.
+            return Err(StoreError::Corrupt {
+                dir: shared.dir.clone(),
+                key: format!("{META_TREE}/{KEY_FORMAT}"),
+                problem: format!("format {format} was never kept in redb"),
+            });
+        }
         let stored: StoreIdentity = shared
             .get_json(&meta, META_TREE, KEY_IDENTITY)?
             .ok_or_else(|| missing(KEY_IDENTITY))?;
