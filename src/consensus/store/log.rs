@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader, StorageError, Vote};
-use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::{
-    encode, state_machine, Shared, StoreError, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, LOG,
-    LOG_TREE, META, META_TREE,
+    encode, Shared, StoreError, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, LOG, LOG_TREE, META,
+    META_TREE,
 };
 use crate::consensus::types::{LogId, NodeId, TypeConfig};
 
@@ -339,13 +339,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let purged = self
             .shared
             .write_durably(move |s, txn| {
-                let applied = state_machine::stored_last_applied(s, txn)?;
+                let applied = s.stored_last_applied(txn)?;
                 // Up to the applied state at most; nothing at all before anything is applied.
                 let Some(upto) = applied.map(|a| if a.index < log_id.index { a } else { log_id })
                 else {
                     return Ok(None);
                 };
-                purge_upto(s, txn, upto)
+                s.purge_upto(txn, upto)
             })
             .await
             .map_err(to_storage)?;
@@ -353,26 +353,4 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         tracing::debug!(%log_id, on_disk = ?purged, "log purged up to this entry (on disk, up to the applied state at most)");
         Ok(())
     }
-}
-
-/// Removes the entries up to `upto` and records it as the last purged log id, in `txn`, unless
-/// the store is purged that far already. Returns the new mark, `None` if nothing changed.
-pub(super) fn purge_upto(
-    s: &Shared,
-    txn: &WriteTransaction,
-    upto: LogId,
-) -> Result<Option<LogId>, StoreError> {
-    let mut meta = s.open_for_write(txn, META)?;
-    let stored: Option<LogId> = s.get_json(&meta, META_TREE, KEY_LAST_PURGED)?;
-    if stored.is_some_and(|p| p.index >= upto.index) {
-        return Ok(None);
-    }
-    // One transaction: the purge mark and the removal land together or not at all.
-    let purged = encode("the last purged log id", &upto)?;
-    meta.insert(KEY_LAST_PURGED, &purged[..])
-        .map_err(|e| s.db_io("purging the log", e))?;
-    s.open_for_write(txn, LOG)?
-        .retain_in(..=upto.index, |_, _| false)
-        .map_err(|e| s.db_io("purging the log", e))?;
-    Ok(Some(upto))
 }

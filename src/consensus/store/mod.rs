@@ -148,6 +148,8 @@ const KEY_IDENTITY: &str = "identity";
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_PURGED: &str = "last_purged";
+/// The `machine` table's key of the applied state.
+const KEY_APPLIED: &str = "applied";
 
 /// Which cluster and which member a store belongs to; checked at every open so that a config
 /// pointing at another node's data directory cannot start.
@@ -509,6 +511,46 @@ impl Shared {
     /// The greatest purged log id stored on disk, if any.
     pub(crate) fn last_purged(&self) -> Result<Option<LogId>, StoreError> {
         self.read(|txn| self.get_json(&self.meta_table(txn)?, META_TREE, KEY_LAST_PURGED))
+    }
+
+    /// Reads the last applied log id stored in `txn`'s view, including an apply committed with
+    /// `Durability::None` before it. The rest of the applied state is not decoded.
+    pub(crate) fn stored_last_applied(
+        &self,
+        txn: &WriteTransaction,
+    ) -> Result<Option<LogId>, StoreError> {
+        /// The one field of the stored applied state this reads.
+        #[derive(Deserialize)]
+        struct LastApplied {
+            last_applied: Option<LogId>,
+        }
+        let machine = self.open_for_write(txn, MACHINE)?;
+        Ok(self
+            .get_json::<LastApplied>(&machine, MACHINE_TREE, KEY_APPLIED)?
+            .and_then(|a| a.last_applied))
+    }
+
+    /// Removes the entries up to `upto` and records it as the last purged log id, in `txn`,
+    /// unless the store is purged that far already. Returns the new mark, `None` if nothing
+    /// changed.
+    pub(crate) fn purge_upto(
+        &self,
+        txn: &WriteTransaction,
+        upto: LogId,
+    ) -> Result<Option<LogId>, StoreError> {
+        let mut meta = self.open_for_write(txn, META)?;
+        let stored: Option<LogId> = self.get_json(&meta, META_TREE, KEY_LAST_PURGED)?;
+        if stored.is_some_and(|p| p.index >= upto.index) {
+            return Ok(None);
+        }
+        // One transaction: the purge mark and the removal land together or not at all.
+        let purged = encode("the last purged log id", &upto)?;
+        meta.insert(KEY_LAST_PURGED, &purged[..])
+            .map_err(|e| self.db_io("purging the log", e))?;
+        self.open_for_write(txn, LOG)?
+            .retain_in(..=upto.index, |_, _| false)
+            .map_err(|e| self.db_io("purging the log", e))?;
+        Ok(Some(upto))
     }
 
     /// The greatest log id openraft asked this process to purge up to, if any.

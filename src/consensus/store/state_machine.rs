@@ -14,15 +14,14 @@ use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
     StorageError,
 };
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 use tokio::sync::watch;
 
 use super::log::Entry;
-use super::{encode, Shared, StoreError, MACHINE, MACHINE_TREE};
+use super::{encode, Shared, StoreError, KEY_APPLIED, MACHINE, MACHINE_TREE};
 use crate::consensus::state::{ClusterState, Response};
 use crate::consensus::types::{LogId, Member, NodeId, StoredMembership, TypeConfig};
 
-const KEY_APPLIED: &str = "applied";
 const KEY_SNAPSHOT_META: &str = "snapshot_meta";
 const KEY_SNAPSHOT_DATA: &str = "snapshot_data";
 const KEY_SNAPSHOT_SEQ: &str = "snapshot_seq";
@@ -100,24 +99,6 @@ pub(super) fn load(shared: &Shared) -> Result<AppliedState, StoreError> {
         }
         Ok(applied)
     })
-}
-
-/// The `last_applied` of the stored applied state; the rest of it is not decoded.
-#[derive(Deserialize)]
-struct LastApplied {
-    last_applied: Option<LogId>,
-}
-
-/// Reads the last applied log id stored in `txn`'s view, including an apply committed with
-/// `Durability::None` before it.
-pub(super) fn stored_last_applied(
-    shared: &Shared,
-    txn: &WriteTransaction,
-) -> Result<Option<LogId>, StoreError> {
-    let machine = shared.open_for_write(txn, MACHINE)?;
-    Ok(shared
-        .get_json::<LastApplied>(&machine, MACHINE_TREE, KEY_APPLIED)?
-        .and_then(|a| a.last_applied))
 }
 
 /// Reads the stored snapshot, if any.
@@ -318,7 +299,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 // its purge never runs ahead of the stored applied state (`log.rs`), so the
                 // install is what lets the entries go, atomically, whatever the crash.
                 if let Some(last) = last {
-                    super::log::purge_upto(s, txn, last)?;
+                    s.purge_upto(txn, last)?;
                 }
                 Ok(())
             })
