@@ -125,6 +125,11 @@ fn read_entries<RB: RangeBounds<u64>>(
         },
         Bound::Unbounded => 0,
     };
+    // Entries openraft asked to purge may still be on disk (see `purge`); they are not its.
+    let start = match shared.purge_requested() {
+        Some(purged) => start.max(purged.index.saturating_add(1)),
+        None => start,
+    };
     let end = match range.end_bound() {
         Bound::Included(&e) if e < start => return Ok(Vec::new()),
         Bound::Excluded(&e) if e <= start => return Ok(Vec::new()),
@@ -132,21 +137,6 @@ fn read_entries<RB: RangeBounds<u64>>(
         Bound::Excluded(&e) => Bound::Excluded(e),
         Bound::Unbounded => Bound::Unbounded,
     };
-    // Entries openraft asked to purge may still be on disk (see `purge`); they are not its.
-    let start = match shared.purge_requested() {
-        Some(purged) => start.max(purged.index.saturating_add(1)),
-        None => start,
-    };
-    if let Bound::Included(e) = end {
-        if e < start {
-            return Ok(Vec::new());
-        }
-    }
-    if let Bound::Excluded(e) = end {
-        if e <= start {
-            return Ok(Vec::new());
-        }
-    }
     let start = Bound::Included(start);
     shared.read(|txn| {
         let log = shared.log_table(txn)?;
