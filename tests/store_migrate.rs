@@ -241,3 +241,89 @@ fn sled_files_beside_a_lost_redb_database_are_not_migrated() {
     );
     assert!(dir.join("db").exists() && !dir.join(store::SLED_ASIDE).exists());
 }
+
+#[test]
+fn a_sled_store_that_another_process_holds_is_not_migrated() {
+    // Another quorate holds the data directory (here: its lock taken the way a running store
+    // takes it), for instance in the middle of its own migration. A second process must not
+    // migrate beside it: it could put a second store.redb over the first.
+    use nix::fcntl::{Flock, FlockArg};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("raft");
+    write_sled_store(&dir, 1, true);
+    let before = names(&dir);
+    let held = Flock::lock(
+        fs::File::open(&dir).expect("open the directory"),
+        FlockArg::LockExclusiveNonblock,
+    )
+    .map_err(|(_, e)| e)
+    .expect("lock the directory");
+    let err = common::open(&dir)
+        .err()
+        .expect("a store another process holds must be refused");
+    assert!(matches!(err, StoreError::InUse { .. }), "{err:?}");
+    assert_eq!(
+        names(&dir),
+        before,
+        "the refused open changed the directory"
+    );
+    drop(held);
+    assert_holds_the_sled_content(&dir);
+}
+
+#[test]
+fn this_nodes_sled_store_beside_another_nodes_database_is_refused_unchanged() {
+    // A crash between the link of store.redb and the move of sled's files looks like this,
+    // except that here store.redb is another node's (a copied file, a wrong restore): it must
+    // be refused before sled's files, the only copy of this node's store, are moved.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let other = tmp.path().join("other");
+    drop(store::open(&other, &identity(2)).expect("create node 2's store"));
+    let dir = tmp.path().join("raft");
+    write_sled_store(&dir, 1, true);
+    fs::copy(other.join(store::DB_FILE), dir.join(store::DB_FILE)).expect("copy node 2's db");
+    let before = names(&dir);
+
+    let err = common::open(&dir)
+        .err()
+        .expect("node 1 must not open node 2's database");
+    assert!(
+        matches!(&err, StoreError::IdentityMismatch { stored, .. } if stored.node_id == 2),
+        "{err:?}"
+    );
+    assert_eq!(
+        names(&dir),
+        before,
+        "the refused open changed the directory"
+    );
+}
+
+#[test]
+fn a_migration_never_replaces_what_an_earlier_one_moved_aside() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("raft");
+    write_sled_store(&dir, 1, true);
+    let aside = dir.join(store::SLED_ASIDE);
+    fs::create_dir(&aside).expect("mkdir the aside directory");
+    fs::write(aside.join("conf"), b"an earlier migration's conf").expect("write");
+    let before = names(&dir);
+
+    let err = common::open(&dir)
+        .err()
+        .expect("a migration onto an occupied aside directory must be refused");
+    assert!(
+        matches!(&err, StoreError::AsideOccupied { name, .. } if name == "conf"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(store::SLED_ASIDE), "{err}");
+    assert_eq!(
+        names(&dir),
+        before,
+        "the refused open changed the directory"
+    );
+    assert_eq!(
+        fs::read(aside.join("conf")).expect("read"),
+        b"an earlier migration's conf",
+        "the earlier migration's file was replaced"
+    );
+}

@@ -435,8 +435,24 @@ fn refuses_a_store_already_in_use() {
     let (_tmp, dir) = populated();
     let _first = common::open(&dir).expect("first open");
     let err = open_err(&dir);
-    assert!(matches!(err, StoreError::Database { .. }), "{err:?}");
+    assert!(matches!(err, StoreError::InUse { .. }), "{err:?}");
     assert_names(&err, &dir);
+}
+
+#[test]
+fn a_second_open_from_another_thread_is_refused_as_in_use() {
+    let (_tmp, dir) = populated();
+    let _first = common::open(&dir).expect("first open");
+    let second = std::thread::spawn({
+        let dir = dir.clone();
+        move || common::open(&dir).err()
+    })
+    .join()
+    .expect("the second open's thread")
+    .expect("a second open of a store in use must be refused");
+    assert!(matches!(second, StoreError::InUse { .. }), "{second:?}");
+    assert!(second.to_string().contains("in use"), "{second}");
+    assert_names(&second, &dir);
 }
 
 #[test]
@@ -571,12 +587,109 @@ fn refuses_a_log_purged_beyond_the_applied_state() {
             .await
             .expect("append");
         sm.apply((1..=3).map(|i| entry(2, i))).await.expect("apply");
-        log.purge(log_id(2, 5)).await.expect("purge");
     });
+    // The store's own purge never goes past the applied state: write the damage directly.
+    let purged = serde_json::to_vec(&log_id(2, 5)).expect("encode");
+    poke(&dir, "meta", b"last_purged", Some(&purged));
+    for index in 1..=5u64 {
+        poke(&dir, "log", &index.to_be_bytes(), None);
+    }
     let err = open_err(&dir);
     assert!(
         matches!(&err, StoreError::Corrupt { key, .. } if key == "meta/last_purged"),
         "{err:?}"
     );
     assert!(err.to_string().contains("lost"), "{err}");
+}
+
+#[test]
+fn refuses_a_store_whose_last_acknowledged_vote_was_damaged() {
+    // A crash right after `save_vote(term 5)` returned, and the pages of that commit damaged
+    // since (a bad sector, a lying cache). Falling back to the commit before would forget the
+    // vote, and the node could vote again in term 5: the store must refuse to open instead.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("raft");
+    let path = dir.join(store::DB_FILE);
+    let rt = runtime();
+    let (before, mut after) = rt.block_on(async {
+        let (mut log, _sm) = common::open(&dir).expect("open");
+        log.save_vote(&Vote::new(4, 1))
+            .await
+            .expect("vote in term 4");
+        // Each commit returned after its fdatasync, so the file as read now is what a crash
+        // at this point leaves on disk.
+        let before = fs::read(&path).expect("read the database");
+        log.save_vote(&Vote::new(5, 2))
+            .await
+            .expect("vote in term 5");
+        let after = fs::read(&path).expect("read the database");
+        (before, after)
+    });
+    // The store is closed; put back the file as the crash left it (a clean close commits once
+    // more, which a crash does not).
+
+    // Damage only the pages that the last commit changed, and leave the header page alone: it
+    // is the data of the acknowledged commit that is damaged.
+    const PAGE: usize = 4096;
+    let mut damaged = 0;
+    for start in (PAGE..after.len()).step_by(PAGE) {
+        let end = (start + PAGE).min(after.len());
+        if before.get(start..end) == Some(&after[start..end]) {
+            continue;
+        }
+        for b in &mut after[start + 64..(start + 256).min(end)] {
+            *b ^= 0xff;
+        }
+        damaged += 1;
+    }
+    assert!(
+        damaged > 0,
+        "the last commit changed no page but the header"
+    );
+    fs::write(&path, &after).expect("write the damaged database");
+
+    match common::open(&dir) {
+        Ok((mut log, _sm)) => {
+            let vote = rt.block_on(log.read_vote()).expect("read the vote");
+            panic!("the damaged store opened, with the vote {vote:?} ({damaged} pages damaged)");
+        }
+        Err(err) => {
+            assert!(matches!(err, StoreError::Database { .. }), "{err:?}");
+            assert!(err.to_string().contains("2-phase"), "{err}");
+            assert_names(&err, &dir);
+        }
+    }
+}
+
+#[test]
+fn refuses_a_migrated_store_whose_database_and_marker_are_gone() {
+    // sled-format-1/ shows a store lived here; an empty store in its place would forget it.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("raft");
+    common::write_sled_store(&dir, 1, true);
+    drop(common::open(&dir).expect("migrate the sled store"));
+    fs::remove_file(dir.join(store::DB_FILE)).expect("lose the database");
+    fs::remove_file(dir.join(store::MARKER_FILE)).expect("lose the marker");
+    let err = open_err(&dir);
+    assert!(
+        matches!(&err, StoreError::Corrupt { key, problem, .. }
+            if key == store::DB_FILE && problem.contains(store::SLED_ASIDE)),
+        "{err:?}"
+    );
+    assert!(
+        !dir.join(store::DB_FILE).exists(),
+        "the refusal created a database"
+    );
+}
+
+#[test]
+fn refuses_a_redb_store_that_claims_the_sled_format() {
+    // Format 1 was only ever kept in sled; a redb database saying 1 is not one quorate wrote.
+    let (_tmp, dir) = populated();
+    poke(&dir, "meta", b"format_version", Some(b"1"));
+    let err = open_err(&dir);
+    assert!(
+        matches!(&err, StoreError::Corrupt { key, .. } if key == "meta/format_version"),
+        "{err:?}"
+    );
 }

@@ -9,7 +9,7 @@ use support::store as common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{entry, log_id, runtime};
-use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine, StorageHelper};
 use openraft::{EntryPayload, Membership, RaftLogReader, RaftSnapshotBuilder, Vote};
 use quorate::consensus::types::{Member, Role, StoredMembership, TypeConfig};
 
@@ -269,5 +269,90 @@ fn the_state_machine_checks_a_grant_against_the_membership_it_applied() {
         assert_eq!(responses[2].refused, None);
         let owner = sm.applied().state.owner.expect("owner");
         assert_eq!((owner.node, owner.epoch), (1, 3));
+    });
+}
+
+#[test]
+fn a_purge_ahead_of_the_applied_state_survives_a_restart() {
+    // openraft 0.9 purges a follower's log up to a received snapshot while the state machine
+    // is still installing it. A crash after the purge and before the install must leave a
+    // store that opens and still holds the committed entries the state machine lacks.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("raft");
+    let rt = runtime();
+    rt.block_on(async {
+        let (mut log, mut sm) = common::open(&dir).expect("open");
+        log.blocking_append(entries(2, 5)).await.expect("append");
+        log.save_committed(Some(log_id(2, 5)))
+            .await
+            .expect("save committed");
+        sm.apply(entries(2, 3)).await.expect("apply");
+        log.purge(log_id(2, 5)).await.expect("purge");
+        // openraft sees the purge it asked for.
+        let state = log.get_log_state().await.expect("log state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(2, 5)));
+        assert_eq!(state.last_log_id, Some(log_id(2, 5)));
+        assert!(log
+            .try_get_log_entries(0..100)
+            .await
+            .expect("read log")
+            .is_empty());
+    });
+
+    rt.block_on(async {
+        let (mut log, mut sm) = common::open(&dir)
+            .expect("a purge ahead of the applied state must not make the store unopenable");
+        let state = log.get_log_state().await.expect("log state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(2, 3)));
+        assert_eq!(state.last_log_id, Some(log_id(2, 5)));
+        let read = log.try_get_log_entries(0..100).await.expect("read log");
+        let indexes: Vec<u64> = read.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(indexes, [4, 5]);
+        // openraft's start-up re-applies the committed entries that the purge kept.
+        StorageHelper::new(&mut log, &mut sm)
+            .get_initial_state()
+            .await
+            .expect("openraft's initial state");
+        assert_eq!(sm.applied().last_applied, Some(log_id(2, 5)));
+    });
+}
+
+#[test]
+fn a_snapshot_install_purges_the_log_it_covers_in_the_same_commit() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let leader_dir = tmp.path().join("leader");
+    let follower_dir = tmp.path().join("follower");
+    let rt = runtime();
+    rt.block_on(async {
+        let (_log, mut leader) = common::open(&leader_dir).expect("open leader");
+        leader.apply(entries(2, 5)).await.expect("apply");
+        let snapshot = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+
+        let (mut flog, mut follower) = common::open(&follower_dir).expect("open follower");
+        flog.blocking_append(entries(2, 7)).await.expect("append");
+        follower.apply(entries(2, 2)).await.expect("apply");
+        let mut data = follower.begin_receiving_snapshot().await.expect("begin");
+        *data = *snapshot.snapshot;
+        follower
+            .install_snapshot(&snapshot.meta, data)
+            .await
+            .expect("install");
+    });
+
+    // No purge from openraft: the install alone purged what the snapshot covers.
+    rt.block_on(async {
+        let (mut log, sm) = common::open(&follower_dir).expect("reopen follower");
+        assert_eq!(sm.applied().last_applied, Some(log_id(2, 5)));
+        let state = log.get_log_state().await.expect("log state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(2, 5)));
+        assert_eq!(state.last_log_id, Some(log_id(2, 7)));
+        let read = log.try_get_log_entries(0..100).await.expect("read log");
+        let indexes: Vec<u64> = read.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(indexes, [6, 7]);
     });
 }

@@ -117,7 +117,14 @@ impl Arbiter {
             cluster: config.cluster.clone(),
             node_id: config.node_id,
         };
-        let (log_store, state_machine) = store::open(&config.data_dir, &identity)?;
+        // The open blocks (fsyncs, a migration, waits for a lock): off the async workers.
+        let (log_store, state_machine) = tokio::task::spawn_blocking({
+            let dir = config.data_dir.clone();
+            let identity = identity.clone();
+            move || store::open(&dir, &identity)
+        })
+        .await
+        .map_err(|e| store::StoreError::WriterFailed(format!("opening the store: {e}")))??;
         // Read from the store itself: openraft's metrics show the loaded state only once its
         // core task has run, so right after `Raft::new` they may still look empty.
         let started_empty = log_store.is_pristine()?;

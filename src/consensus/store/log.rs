@@ -125,6 +125,11 @@ fn read_entries<RB: RangeBounds<u64>>(
         },
         Bound::Unbounded => 0,
     };
+    // Entries openraft asked to purge may still be on disk (see `purge`); they are not its.
+    let start = match shared.purge_requested() {
+        Some(purged) => start.max(purged.index.saturating_add(1)),
+        None => start,
+    };
     let end = match range.end_bound() {
         Bound::Included(&e) if e < start => return Ok(Vec::new()),
         Bound::Excluded(&e) if e <= start => return Ok(Vec::new()),
@@ -147,9 +152,10 @@ fn read_entries<RB: RangeBounds<u64>>(
     })
 }
 
-/// The log id of the last entry, or the last purged one when the log is empty.
+/// The log id of the last entry, or the last purged one when the log is empty. The last
+/// purged one is the greater of the stored mark and the one openraft asked this process for.
 fn log_state(shared: &Shared) -> Result<LogState<TypeConfig>, StoreError> {
-    let last_purged = shared.last_purged()?;
+    let last_purged = shared.last_purged()?.max(shared.purge_requested());
     let last = shared.read(|txn| {
         let log = shared.log_table(txn)?;
         let last = log
@@ -160,7 +166,7 @@ fn log_state(shared: &Shared) -> Result<LogState<TypeConfig>, StoreError> {
             Some((key, value)) => {
                 let entry: Entry =
                     shared.decode(LOG_TREE, &key.value().to_string(), value.value())?;
-                Ok(Some(entry.log_id))
+                Ok(Some(entry.log_id).max(last_purged))
             }
         }
     })?;
@@ -302,27 +308,39 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
+    /// Purges the log up to `log_id`, but on disk never beyond the stored applied state.
+    ///
+    /// openraft 0.9 runs a follower's purge up to a received snapshot in parallel with the
+    /// state machine's install of that snapshot. Purging up to the snapshot before the install
+    /// is durable would let a crash leave a log purged beyond the applied state, with the
+    /// entries in between stored nowhere, which `open` must then refuse for good. So this
+    /// transaction reads the applied state and removes entries only up to it (the install
+    /// removes the rest, in its own transaction, see `state_machine.rs`). Entries kept this
+    /// way are never handed to openraft: it reads only above the purge point it asked for,
+    /// and this store hides them and reports that point (`Shared::purge_requested`).
+    ///
+    /// The invariant, stored purge mark <= stored applied state, holds in every durable state:
+    /// every write runs under one writer lock, so this transaction reads the latest applied
+    /// state, including one committed with `Durability::None`, and its durable commit makes
+    /// that applied state durable with it (redb makes commits durable in commit order).
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
         let to_storage =
             |e: StoreError| e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete);
-        let purged = encode("the last purged log id", &log_id).map_err(to_storage)?;
-        self.shared
+        let purged = self
+            .shared
             .write_durably(move |s, txn| {
-                let mut meta = s.open_for_write(txn, META)?;
-                let stored: Option<LogId> = s.get_json(&meta, META_TREE, KEY_LAST_PURGED)?;
-                if stored.is_some_and(|p| p.index >= log_id.index) {
-                    return Ok(());
-                }
-                // One transaction: the purge mark and the removal land together or not at all.
-                meta.insert(KEY_LAST_PURGED, &purged[..])
-                    .map_err(|e| s.db_io("purging the log", e))?;
-                s.open_for_write(txn, LOG)?
-                    .retain_in(..=log_id.index, |_, _| false)
-                    .map_err(|e| s.db_io("purging the log", e))
+                let applied = s.stored_last_applied(txn)?;
+                // Up to the applied state at most; nothing at all before anything is applied.
+                let Some(upto) = applied.map(|a| if a.index < log_id.index { a } else { log_id })
+                else {
+                    return Ok(None);
+                };
+                s.purge_upto(txn, upto)
             })
             .await
             .map_err(to_storage)?;
-        tracing::debug!(%log_id, "log purged up to this entry");
+        self.shared.request_purge(log_id);
+        tracing::debug!(%log_id, on_disk = ?purged, "log purged up to this entry (on disk, up to the applied state at most)");
         Ok(())
     }
 }

@@ -11,15 +11,23 @@
 //! 2. every key and value of the `meta`, `log` and `machine` trees is copied, byte for byte,
 //!    into a new redb file `store.redb.migrating`, with the format version set to 2, in one
 //!    commit with `Durability::Immediate`;
-//! 3. that file is renamed to `store.redb` and the directory is fsynced;
-//! 4. sled's files (`db`, `conf`, `blobs/`, `snap.*`) are moved into `sled-format-1/`, which
-//!    quorate never reads again; delete it once the cluster runs well on the new version;
-//! 5. the usual open follows: every value copied is decoded and checked, and the marker file
-//!    is rewritten with format 2, which an older quorate refuses as a newer format.
+//! 3. that file is linked as `store.redb`, which fails rather than replace an existing
+//!    database, its temporary name is removed and the directory is fsynced;
+//! 4. the usual open follows: the database's tables, format and identity are checked;
+//! 5. only then are sled's files (`db`, `conf`, `blobs/`, `snap.*`) moved into
+//!    `sled-format-1/`, which quorate never reads again (delete it once the cluster runs well
+//!    on the new version); a name already there, from an earlier migration, is refused, never
+//!    replaced;
+//! 6. every value copied is decoded and checked, and the marker file is rewritten with
+//!    format 2, which an older quorate refuses as a newer format.
 //!
 //! A crash at any point is picked up by the next open: before step 3 the sled store is still
 //! the store and the half-written `store.redb.migrating` is discarded; after it, `store.redb`
-//! is complete and only the move of sled's files is finished.
+//! is complete and only the move of sled's files is finished (and a temporary name left by a
+//! crash right after the link is removed).
+//!
+//! The whole migration runs under the lock `open` holds on the data directory, so two
+//! processes never migrate one store at once.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -44,10 +52,12 @@ struct SledContent {
     machine: BTreeMap<String, Vec<u8>>,
 }
 
-/// Migrates the format-1 store in `dir`, whose sled files are `sled_names`, to redb, or
-/// finishes a migration that a crash interrupted (`has_db`: `store.redb` already exists).
-/// Returns whether `store.redb` now exists: an empty sled database that never became a store
-/// is only moved aside, and the caller creates a new store.
+/// Copies the format-1 store in `dir`, whose sled files are `sled_names`, into a new
+/// `store.redb`, or, when a crash interrupted a migration after that (`has_db`: `store.redb`
+/// already exists), only clears what the crash left. Returns whether `store.redb` now exists:
+/// an empty sled database that never became a store copies nothing, and the caller creates a
+/// new store. Moves nothing: the caller moves sled's files aside with [`move_sled_aside`]
+/// once the database in place has passed its checks.
 pub(super) fn migrate(
     dir: &Path,
     identity: &StoreIdentity,
@@ -55,7 +65,13 @@ pub(super) fn migrate(
     has_db: bool,
     sled_names: &[String],
 ) -> Result<bool, StoreError> {
+    // Refused before anything is written, so that the directory stays as it was.
+    check_aside_free(dir, sled_names)?;
     let mut created = has_db;
+    if has_db {
+        // A crash between the link to `store.redb` and the removal of the temporary name.
+        remove_if_present(dir, DB_MIGRATING)?;
+    }
     if !has_db {
         if has_marker && !sled_names.iter().any(|n| n == "db") {
             return Err(StoreError::Corrupt {
@@ -76,15 +92,48 @@ pub(super) fn migrate(
             created = true;
         }
     }
+    Ok(created)
+}
+
+/// The last step of a migration: moves sled's files into `sled-format-1/`. Called by `open`
+/// only once the database in place passed the checks of its format and identity, so a store
+/// that is refused (another node's `store.redb` beside this node's sled files, say) is left
+/// as it was found.
+pub(super) fn move_sled_aside(dir: &Path) -> Result<(), StoreError> {
     // Listed again: sled may have added or removed `snap.*` files while it was open.
-    let sled_names = list_sled_names(dir).unwrap_or_else(|_| sled_names.to_vec());
+    let sled_names = list_sled_names(dir).map_err(|source| StoreError::Unreadable {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    check_aside_free(dir, &sled_names)?;
     move_aside(dir, &sled_names)?;
     tracing::warn!(
         dir = %dir.display(),
         aside = %dir.join(SLED_ASIDE).display(),
         "migrated the Raft store from sled (format 1) to redb (format {FORMAT_VERSION}); sled's files were moved aside and can be deleted once the cluster runs well"
     );
-    Ok(created)
+    Ok(())
+}
+
+/// Refuses a migration whose files would replace files an earlier migration moved aside:
+/// `rename` replaces a file silently, and what is in `sled-format-1/` may be the only copy of
+/// an older store.
+fn check_aside_free(dir: &Path, sled_names: &[String]) -> Result<(), StoreError> {
+    let aside = dir.join(SLED_ASIDE);
+    for name in sled_names {
+        let path = aside.join(name);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => {
+                return Err(StoreError::AsideOccupied {
+                    dir: dir.to_path_buf(),
+                    name: name.clone(),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StoreError::Unreadable { path, source }),
+        }
+    }
+    Ok(())
 }
 
 /// Opens sled in `dir`, waiting up to [`LOCK_WAIT`] for its file lock (an older quorate that
@@ -274,11 +323,7 @@ fn write_redb(dir: &Path, content: &SledContent) -> Result<(), StoreError> {
         }
     };
     let tmp = dir.join(DB_MIGRATING);
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err("removing an unfinished migration")(e)),
-    }
+    remove_if_present(dir, DB_MIGRATING)?;
     let format = encode("the format version", &FORMAT_VERSION)?;
     {
         let db = redb::Database::create(&tmp).map_err(|source| StoreError::Database {
@@ -290,6 +335,8 @@ fn write_redb(dir: &Path, content: &SledContent) -> Result<(), StoreError> {
             .map_err(|e| db_err("starting the migration")(e.into()))?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| db_err("starting the migration")(e.into()))?;
+        // Two-phase like every durable commit of the store (see the store's module doc).
+        txn.set_two_phase_commit(true);
         copy_named(&txn, META, &content.meta, Some(&format[..]))
             .map_err(db_err("copying the meta tree"))?;
         copy_named(&txn, MACHINE, &content.machine, None)
@@ -306,8 +353,26 @@ fn write_redb(dir: &Path, content: &SledContent) -> Result<(), StoreError> {
         txn.commit()
             .map_err(|e| db_err("committing the migration")(e.into()))?;
     }
-    fs::rename(&tmp, dir.join(DB_FILE)).map_err(io_err("renaming the migrated database"))?;
+    // Never over an existing store.redb: link fails if the name exists, where a rename would
+    // replace it, and a process still writing into the replaced file would write into an
+    // unlinked inode (the directory lock excludes that; this refusal does not rely on it).
+    fs::hard_link(&tmp, dir.join(DB_FILE))
+        .map_err(io_err("putting the migrated database in place"))?;
+    fs::remove_file(&tmp).map_err(io_err("removing the migrated database's temporary name"))?;
     sync_dir(dir).map_err(io_err("syncing the directory after the migration"))
+}
+
+/// Removes `dir/name`, a leftover of an unfinished migration, if it is there.
+fn remove_if_present(dir: &Path, name: &str) -> Result<(), StoreError> {
+    match fs::remove_file(dir.join(name)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StoreError::Io {
+            dir: dir.to_path_buf(),
+            action: format!("removing `{name}`, left by an unfinished migration"),
+            source,
+        }),
+    }
 }
 
 /// Copies a named-key tree into its table; `format`, if given, replaces `format_version`.
@@ -347,4 +412,27 @@ fn move_aside(dir: &Path, sled_names: &[String]) -> Result<(), StoreError> {
     sync_dir(dir).map_err(io_err(
         "syncing the directory after moving sled's files".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_migrated_database_never_replaces_an_existing_one() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        fs::write(dir.join(DB_FILE), b"the store another process writes").expect("write");
+        let err = write_redb(dir, &SledContent::default())
+            .expect_err("a migration must not put its database over an existing one");
+        assert!(
+            matches!(&err, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists),
+            "{err:?}"
+        );
+        assert_eq!(
+            fs::read(dir.join(DB_FILE)).expect("read"),
+            b"the store another process writes",
+            "the existing database was replaced"
+        );
+    }
 }

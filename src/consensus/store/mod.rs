@@ -13,21 +13,44 @@
 //! install — runs the same way, one at a time under one writer lock, on a blocking thread:
 //!
 //! 1. open one redb write transaction and make the whole change in it;
-//! 2. commit it with `Durability::Immediate`: redb writes the new pages and the new commit
-//!    slot and calls `fdatasync` on the database file before `commit` returns;
+//! 2. commit it with `Durability::Immediate` and redb's two-phase commit: redb writes the new
+//!    pages and the new commit slot, calls `fdatasync`, then flips the header's primary bit to
+//!    the new slot (recording that it was a two-phase commit) and calls `fdatasync` again,
+//!    all before `commit` returns;
 //! 3. only then call the callback or return.
 //!
 //! So when `save_vote` returns or an append's callback fires, the change is on the device,
 //! cache flushed, together with the file size and block mapping it needs (`fdatasync` commits
-//! those). redb writes every page with a checksum and keeps two commit slots; after a crash
-//! or power cut it opens the newest slot whose checksum holds, which is the last commit that
-//! returned or a later one, never a torn mix. The file's name in the directory is made durable
-//! once, when the store is created (`disk.rs`); later writes never rename or create files.
+//! those). The file's name in the directory is made durable once, when the store is created
+//! (`disk.rs`); later writes never rename or create files.
+//!
+//! Why two-phase. redb writes every page with a checksum and keeps two commit slots. After a
+//! one-phase commit (redb's default) the primary bit may point at a slot whose pages never
+//! reached the disk, so on open redb checks the primary's checksums and, if they fail, quietly
+//! falls back to the other slot: the commit before. That fallback cannot tell a torn commit
+//! from an acknowledged one whose pages were damaged later (a bad sector, a lying cache, a
+//! stray write), and for a Raft member rolling back an acknowledged commit is forgetting: a
+//! node that opened at the commit before `save_vote(term 5)` could grant a second vote in term
+//! 5, and two leaders could be elected. After a two-phase commit the primary slot was durable
+//! before it became the primary, so redb knows a primary that fails its checksums is damaged,
+//! not torn, and refuses to open it (`Corrupted`: "Primary is corrupted despite 2-phase
+//! commit"). The store then stops with [`StoreError::Database`], and the member must be
+//! restored or rebuilt, which Raft tolerates, instead of running on with a forgotten vote,
+//! which it does not. The integrity check at every open (`open.rs`) goes through the same
+//! refusal. The price is a second `fdatasync` per durable write (see the README's measured
+//! figures).
 //!
 //! Applying committed entries to the state machine is committed with `Durability::None`: the
 //! log and the commit index are already durable, so after a crash openraft re-applies from the
 //! log. redb makes such a commit durable with the next `Immediate` one, in commit order, so the
 //! state machine never runs ahead of a durable snapshot or purge.
+//!
+//! The stored purge mark never passes the stored applied state, in any durable state: a
+//! purge removes entries only up to the applied state it reads in its own transaction, and a
+//! snapshot install removes the log it covers in the commit that stores the snapshot's applied
+//! state (`log.rs`, `state_machine.rs`). openraft 0.9 runs a follower's purge up to a received
+//! snapshot in parallel with the install; without this rule a crash between the two would
+//! leave entries that exist nowhere, and the store could never open again.
 //!
 //! Once a durable commit fails, the store refuses every later write: after a failed fsync the
 //! kernel may have dropped dirty pages, so retrying could acknowledge data that is not on
@@ -44,12 +67,17 @@
 //! table `machine`: applied, snapshot_meta, snapshot_data, snapshot_seq
 //! ```
 //!
+//! The data directory itself is locked (`flock`, exclusive) from before [`open`] reads it until
+//! the store is dropped, so two processes never run, or migrate, one store at once
+//! ([`StoreError::InUse`]).
+//!
 //! The marker file exists so that a lost or emptied database can never pass for a new one: if
 //! the marker says the store was created and `store.redb` is missing, empty, or holds no
 //! quorate tables, [`open`] refuses to start.
 //!
 //! Format 1 was the same tables and values in a sled 0.34 database. [`open`] migrates such a
-//! store once, the first time it sees it (`migrate.rs`), and moves sled's files aside.
+//! store once, the first time it sees it (`migrate.rs`), and moves sled's files aside, for an
+//! inspection only: restoring them would roll the node back to the migration.
 //!
 //! # Refusing to start
 //!
@@ -96,7 +124,10 @@ const MARKER_TMP: &str = "quorate-store.json.tmp";
 pub const DB_FILE: &str = "store.redb";
 /// Where a migration writes the database before renaming it to [`DB_FILE`].
 const DB_MIGRATING: &str = "store.redb.migrating";
-/// The directory a migration moves sled's files into, kept for a downgrade or an inspection.
+/// The directory a migration moves sled's files into, kept for an inspection only. Not for a
+/// downgrade: they hold the store as it was at the migration, and a node that runs on them
+/// again has forgotten every vote and entry it acknowledged since, which Raft cannot tolerate
+/// (to go back, give the older quorate an empty data directory; see the README).
 pub const SLED_ASIDE: &str = "sled-format-1";
 
 const META_TREE: &str = "meta";
@@ -117,6 +148,8 @@ const KEY_IDENTITY: &str = "identity";
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_PURGED: &str = "last_purged";
+/// The `machine` table's key of the applied state.
+const KEY_APPLIED: &str = "applied";
 
 /// Which cluster and which member a store belongs to; checked at every open so that a config
 /// pointing at another node's data directory cannot start.
@@ -169,6 +202,12 @@ pub enum StoreError {
         /// What was found there.
         why: String,
     },
+    /// Another process, or another open in this one, holds the data directory.
+    #[error("the Raft store in {dir} is in use: another quorate process (or another open in this one) holds the directory's lock; stop it before starting this one, and never point two nodes at one data_dir")]
+    InUse {
+        /// The data directory.
+        dir: PathBuf,
+    },
     /// redb refused to open the database file.
     #[error("cannot open the database {DB_FILE} in {dir}: {source}; if another quorate runs on this directory stop it, otherwise the store is damaged: restore it from a backup or rebuild this member")]
     Database {
@@ -194,6 +233,14 @@ pub enum StoreError {
         key: String,
         /// What is wrong with it.
         problem: String,
+    },
+    /// A migration from sled would replace files an earlier one moved aside.
+    #[error("cannot finish the migration of the Raft store in {dir} from sled: {SLED_ASIDE}/{name} already exists, from an earlier migration; move {SLED_ASIDE} out of the data directory (keep it if it may be the only copy of an older store) and start again")]
+    AsideOccupied {
+        /// The data directory.
+        dir: PathBuf,
+        /// The name that is already in the aside directory.
+        name: String,
     },
     /// The store was written by a newer quorate.
     #[error("the Raft store in {dir} has format version {found}, but this quorate only understands up to {supported}; run the newer quorate that wrote it")]
@@ -292,6 +339,14 @@ pub(crate) struct Shared {
     /// The writer lock: every write transaction runs under it. Holds the first failure of a
     /// durable commit; once set, the store takes no more writes.
     writer: Mutex<Option<String>>,
+    /// The exclusive lock on the data directory, released when the last handle goes (after
+    /// `db` is closed: fields drop in declaration order).
+    _dir_lock: nix::fcntl::Flock<std::fs::File>,
+    /// The greatest log id openraft asked this process to purge up to. The store may keep
+    /// entries at or below it on disk (a purge never goes past the stored applied state, see
+    /// `log.rs`), but reports them as purged and never returns them, as openraft expects.
+    /// Kept in memory only: after a restart the stored purge mark is what holds.
+    purge_requested: Mutex<Option<LogId>>,
 }
 
 impl Shared {
@@ -351,6 +406,11 @@ impl Shared {
             .map_err(|e| self.db_io("starting a write transaction", e))?;
         txn.set_durability(durability)
             .map_err(|e| self.db_io("choosing the durability of a commit", e))?;
+        // Two-phase, so that an acknowledged commit whose pages are damaged later is refused
+        // at the next open rather than silently rolled back (see "Why two-phase" above). It
+        // only matters for `Immediate` commits: a `None` commit writes no commit slot, and the
+        // next durable commit, two-phase too, carries it.
+        txn.set_two_phase_commit(true);
         // An error here drops the transaction, which rolls it back; nothing reached the disk.
         let out = write(self, &txn)?;
         if let Err(e) = txn.commit() {
@@ -448,9 +508,68 @@ impl Shared {
             .map_err(|e| self.db_io(format!("opening the {} table", table_name(&table)), e))
     }
 
-    /// The greatest purged log id, if any.
+    /// The greatest purged log id stored on disk, if any.
     pub(crate) fn last_purged(&self) -> Result<Option<LogId>, StoreError> {
         self.read(|txn| self.get_json(&self.meta_table(txn)?, META_TREE, KEY_LAST_PURGED))
+    }
+
+    /// Reads the last applied log id stored in `txn`'s view, including an apply committed with
+    /// `Durability::None` before it. The rest of the applied state is not decoded.
+    pub(crate) fn stored_last_applied(
+        &self,
+        txn: &WriteTransaction,
+    ) -> Result<Option<LogId>, StoreError> {
+        /// The one field of the stored applied state this reads.
+        #[derive(Deserialize)]
+        struct LastApplied {
+            last_applied: Option<LogId>,
+        }
+        let machine = self.open_for_write(txn, MACHINE)?;
+        Ok(self
+            .get_json::<LastApplied>(&machine, MACHINE_TREE, KEY_APPLIED)?
+            .and_then(|a| a.last_applied))
+    }
+
+    /// Removes the entries up to `upto` and records it as the last purged log id, in `txn`,
+    /// unless the store is purged that far already. Returns the new mark, `None` if nothing
+    /// changed.
+    pub(crate) fn purge_upto(
+        &self,
+        txn: &WriteTransaction,
+        upto: LogId,
+    ) -> Result<Option<LogId>, StoreError> {
+        let mut meta = self.open_for_write(txn, META)?;
+        let stored: Option<LogId> = self.get_json(&meta, META_TREE, KEY_LAST_PURGED)?;
+        if stored.is_some_and(|p| p.index >= upto.index) {
+            return Ok(None);
+        }
+        // One transaction: the purge mark and the removal land together or not at all.
+        let purged = encode("the last purged log id", &upto)?;
+        meta.insert(KEY_LAST_PURGED, &purged[..])
+            .map_err(|e| self.db_io("purging the log", e))?;
+        self.open_for_write(txn, LOG)?
+            .retain_in(..=upto.index, |_, _| false)
+            .map_err(|e| self.db_io("purging the log", e))?;
+        Ok(Some(upto))
+    }
+
+    /// The greatest log id openraft asked this process to purge up to, if any.
+    pub(crate) fn purge_requested(&self) -> Option<LogId> {
+        *self
+            .purge_requested
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records that openraft asked to purge up to `log_id`.
+    pub(crate) fn request_purge(&self, log_id: LogId) {
+        let mut requested = self
+            .purge_requested
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if requested.is_none_or(|r| r.index < log_id.index) {
+            *requested = Some(log_id);
+        }
     }
 }
 

@@ -15,6 +15,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
 use super::disk::{create_dir_durably, sync_dir, sync_dir_and_parent};
 use super::{
     encode, log, migrate, state_machine, LogStore, Shared, StateMachineStore, StoreError,
@@ -39,6 +42,8 @@ struct DirState {
     has_db: bool,
     /// The names of a format-1 (sled) store found in the directory.
     sled_names: Vec<String>,
+    /// Whether `sled-format-1/` exists: a migration ran here.
+    has_aside: bool,
 }
 
 /// The names sled 0.34 creates in its directory.
@@ -58,10 +63,28 @@ pub fn open(
     dir: &Path,
     identity: &StoreIdentity,
 ) -> Result<(LogStore, StateMachineStore), StoreError> {
+    ensure_dir(dir)?;
+    // Held from before the directory is read until the store is dropped: a second quorate on
+    // the same directory (or a second open in this process) is refused, never let to migrate
+    // or write beside this one.
+    let dir_lock = lock_dir(dir)?;
     let mut dir_state = inspect_dir(dir)?;
     if let Some(marker) = &dir_state.marker {
         check_format(dir, marker.format_version)?;
         check_identity(dir, &marker.identity, identity)?;
+    }
+
+    // sled's files moved aside show that a store was migrated here; without its database and
+    // its marker it is lost, not new.
+    if dir_state.has_aside && !dir_state.has_db && dir_state.marker.is_none() {
+        return Err(StoreError::Corrupt {
+            dir: dir.to_path_buf(),
+            key: DB_FILE.to_string(),
+            problem: format!(
+                "the database and {MARKER_FILE} are missing, but {SLED_ASIDE}/ shows that a \
+                 store was migrated here"
+            ),
+        });
     }
 
     // sled's files beside a marker of the current format, with no database, are not this
@@ -118,6 +141,8 @@ pub fn open(
         dir: dir.to_path_buf(),
         db,
         writer: Mutex::new(None),
+        purge_requested: Mutex::new(None),
+        _dir_lock: dir_lock,
     };
     let fresh = classify_tables(&shared, dir_state.marker.is_some())?;
 
@@ -125,6 +150,9 @@ pub fn open(
         initialize(&shared, identity)?;
     }
     check_meta(&shared, identity)?;
+    if migrating {
+        migrate::move_sled_aside(dir)?;
+    }
     if dir_state
         .marker
         .as_ref()
@@ -191,36 +219,67 @@ fn open_db(dir: &Path) -> Result<redb::Database, StoreError> {
     }
 }
 
-/// Checks the directory before redb touches it: creates it if missing, refuses anything that
-/// is not a directory, is unreadable, or holds files that are not a quorate store's.
-fn inspect_dir(dir: &Path) -> Result<DirState, StoreError> {
-    let empty = DirState {
-        marker: None,
-        has_db: false,
-        sled_names: Vec::new(),
-    };
+/// Creates the data directory if it is missing, and refuses a path that is not a directory.
+fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
     match fs::metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             create_dir_durably(dir).map_err(|source| StoreError::CreateDir {
                 dir: dir.to_path_buf(),
                 source,
-            })?;
-            return Ok(empty);
-        }
-        Err(source) => {
-            return Err(StoreError::Unreadable {
-                path: dir.to_path_buf(),
-                source,
             })
         }
-        Ok(m) if !m.is_dir() => {
-            return Err(StoreError::NotADirectory {
-                path: dir.to_path_buf(),
-            })
-        }
-        Ok(_) => {}
+        Err(source) => Err(StoreError::Unreadable {
+            path: dir.to_path_buf(),
+            source,
+        }),
+        Ok(m) if !m.is_dir() => Err(StoreError::NotADirectory {
+            path: dir.to_path_buf(),
+        }),
+        Ok(_) => Ok(()),
     }
+}
 
+/// Takes an exclusive `flock` on the data directory itself, waiting up to [`LOCK_WAIT`] (a
+/// store closed a moment ago in this process can still be held by a task that is ending).
+///
+/// The lock is on the directory, not on a file in it, so it covers everything the store does
+/// there, the migration from sled included (sled's and redb's own locks each cover one file
+/// and come and go during a migration), and it adds no file to a directory that may turn out
+/// not to be a store. `flock` locks belong to an open file description, so a second open in
+/// the same process is refused like another process, and the kernel drops the lock when the
+/// process dies, so a crash leaves nothing to clean up. The descriptor is close-on-exec, so
+/// the commands quorate runs do not inherit the lock.
+fn lock_dir(dir: &Path) -> Result<Flock<fs::File>, StoreError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        let file = fs::File::open(dir).map_err(|source| StoreError::Unreadable {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((_, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(StoreError::InUse {
+                    dir: dir.to_path_buf(),
+                })
+            }
+            Err((_, errno)) => {
+                return Err(StoreError::Io {
+                    dir: dir.to_path_buf(),
+                    action: "locking the data directory".into(),
+                    source: io::Error::from(errno),
+                })
+            }
+        }
+    }
+}
+
+/// Checks the directory before redb touches it: refuses one that is unreadable or holds files
+/// that are not a quorate store's.
+fn inspect_dir(dir: &Path) -> Result<DirState, StoreError> {
     let unreadable = |source| StoreError::Unreadable {
         path: dir.to_path_buf(),
         source,
@@ -290,6 +349,7 @@ fn inspect_dir(dir: &Path) -> Result<DirState, StoreError> {
         marker,
         has_db: has(DB_FILE),
         sled_names,
+        has_aside: has(SLED_ASIDE),
     })
 }
 
@@ -473,6 +533,14 @@ fn check_meta(shared: &Shared, identity: &StoreIdentity) -> Result<(), StoreErro
             .get_json(&meta, META_TREE, KEY_FORMAT)?
             .ok_or_else(|| missing(KEY_FORMAT))?;
         check_format(&shared.dir, format)?;
+        if format != FORMAT_VERSION {
+            // Only sled held format 1; a migration writes format 2 into redb.
+            return Err(StoreError::Corrupt {
+                dir: shared.dir.clone(),
+                key: format!("{META_TREE}/{KEY_FORMAT}"),
+                problem: format!("format {format} was never kept in redb"),
+            });
+        }
         let stored: StoreIdentity = shared
             .get_json(&meta, META_TREE, KEY_IDENTITY)?
             .ok_or_else(|| missing(KEY_IDENTITY))?;
@@ -485,8 +553,9 @@ fn check_meta(shared: &Shared, identity: &StoreIdentity) -> Result<(), StoreErro
 }
 
 /// Refuses a log purged beyond what the state machine holds: the entries in between exist
-/// nowhere any more. openraft 0.9 purges a follower's log right after it hands a received
-/// snapshot to the state machine task, so a crash between the two can leave this state.
+/// nowhere any more. The store never writes this state (a purge stops at the stored applied
+/// state, and a snapshot install moves both in one commit, see `log.rs`), so finding it means
+/// damage or a store written by another program.
 fn check_purged_is_applied(shared: &Shared, last_applied: Option<LogId>) -> Result<(), StoreError> {
     let Some(purged) = shared.last_purged()? else {
         return Ok(());

@@ -18,11 +18,10 @@ use redb::ReadableTable;
 use tokio::sync::watch;
 
 use super::log::Entry;
-use super::{encode, Shared, StoreError, MACHINE, MACHINE_TREE};
+use super::{encode, Shared, StoreError, KEY_APPLIED, MACHINE, MACHINE_TREE};
 use crate::consensus::state::{ClusterState, Response};
 use crate::consensus::types::{LogId, Member, NodeId, StoredMembership, TypeConfig};
 
-const KEY_APPLIED: &str = "applied";
 const KEY_SNAPSHOT_META: &str = "snapshot_meta";
 const KEY_SNAPSHOT_DATA: &str = "snapshot_data";
 const KEY_SNAPSHOT_SEQ: &str = "snapshot_seq";
@@ -290,17 +289,27 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let applied = check_snapshot(meta, &data).map_err(to_storage)?;
         let meta_bytes = encode("the snapshot metadata", meta).map_err(to_storage)?;
         let applied_bytes = encode("the applied state", &applied).map_err(to_storage)?;
+        let last = meta.last_log_id;
         self.shared
             .write_durably(move |s, txn| {
-                let mut machine = s.open_for_write(txn, MACHINE)?;
-                for (key, value) in [
-                    (KEY_APPLIED, &applied_bytes[..]),
-                    (KEY_SNAPSHOT_META, &meta_bytes[..]),
-                    (KEY_SNAPSHOT_DATA, &data[..]),
-                ] {
-                    machine
-                        .insert(key, value)
-                        .map_err(|e| s.db_io("installing a snapshot", e))?;
+                {
+                    let mut machine = s.open_for_write(txn, MACHINE)?;
+                    for (key, value) in [
+                        (KEY_APPLIED, &applied_bytes[..]),
+                        (KEY_SNAPSHOT_META, &meta_bytes[..]),
+                        (KEY_SNAPSHOT_DATA, &data[..]),
+                    ] {
+                        machine
+                            .insert(key, value)
+                            .map_err(|e| s.db_io("installing a snapshot", e))?;
+                    }
+                }
+                // The log up to the snapshot goes in the same transaction as the applied state
+                // it is replaced by: openraft purges it right after the install anyway, but
+                // its purge never runs ahead of the stored applied state (`log.rs`), so the
+                // install is what lets the entries go, atomically, whatever the crash.
+                if let Some(last) = last {
+                    s.purge_upto(txn, last)?;
                 }
                 Ok(())
             })
