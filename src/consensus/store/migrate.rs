@@ -36,8 +36,8 @@ use std::time::Instant;
 
 use redb::{Durability, TableDefinition};
 
+use super::checks::{check_format, check_identity, emptied, not_a_store, LOCK_WAIT};
 use super::disk::{create_dir_durably, sync_dir};
-use super::open::{check_format, check_identity, emptied, not_a_store, LOCK_WAIT};
 use super::{
     encode, StoreError, StoreIdentity, DB_FILE, DB_MIGRATING, FORMAT_VERSION, KEY_FORMAT,
     KEY_IDENTITY, LOG, LOG_TREE, MACHINE, META, META_TREE, OUR_TREES, SLED_ASIDE,

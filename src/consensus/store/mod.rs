@@ -88,6 +88,7 @@
 //! [`StoreError`] naming the file or key; the store never quietly starts empty when data was
 //! there.
 
+mod checks;
 mod disk;
 mod log;
 mod migrate;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+use super::checks::{check_format, check_identity, emptied, not_a_store, LOCK_WAIT};
 use super::disk::{create_dir_durably, sync_dir, sync_dir_and_parent};
 use super::{
     encode, log, migrate, state_machine, LogStore, Shared, StateMachineStore, StoreError,
@@ -175,12 +176,6 @@ pub fn open(
     );
     Ok((log_store, StateMachineStore::new(shared, applied)))
 }
-
-/// How long [`open_db`] waits for the database file's lock. A store closed a moment ago in
-/// this process can still be held for a moment by a task that is ending (a blocking write in
-/// flight, a log reader of a replication task); a store that another live process holds is
-/// still refused, after the wait.
-pub(super) const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// redb's page cache. The store holds a bounded log (snapshots purge it) and one small
 /// snapshot, a few megabytes at most, so redb's default of 1 GiB would only be a ceiling; this
@@ -353,25 +348,6 @@ fn inspect_dir(dir: &Path) -> Result<DirState, StoreError> {
     })
 }
 
-/// The refusal of a directory that holds something other than a quorate store.
-pub(super) fn not_a_store(dir: &Path, why: String) -> StoreError {
-    StoreError::NotAStore {
-        dir: dir.to_path_buf(),
-        why,
-    }
-}
-
-/// The refusal of a store whose database came up empty although the marker says it was made.
-pub(super) fn emptied(dir: &Path) -> StoreError {
-    StoreError::Corrupt {
-        dir: dir.to_path_buf(),
-        key: DB_FILE.into(),
-        problem: format!(
-            "the database is empty, but {MARKER_FILE} says the store was created; its data is lost"
-        ),
-    }
-}
-
 /// Decides from the database's tables whether the store is new (`true`), ours (`false`), or
 /// foreign.
 fn classify_tables(shared: &Shared, has_marker: bool) -> Result<bool, StoreError> {
@@ -483,41 +459,6 @@ fn write_marker(shared: &Shared, identity: &StoreIdentity) -> Result<(), StoreEr
     file.sync_all().map_err(io_err("syncing the marker file"))?;
     fs::rename(&tmp, shared.dir.join(MARKER_FILE)).map_err(io_err("renaming the marker file"))?;
     sync_dir(&shared.dir).map_err(io_err("syncing the directory after writing the marker"))
-}
-
-/// Refuses a format newer than this quorate's, and format 0, which no quorate wrote.
-pub(super) fn check_format(dir: &Path, found: u32) -> Result<(), StoreError> {
-    if found > FORMAT_VERSION {
-        return Err(StoreError::FutureFormat {
-            dir: dir.to_path_buf(),
-            found,
-            supported: FORMAT_VERSION,
-        });
-    }
-    if found == 0 {
-        return Err(StoreError::Corrupt {
-            dir: dir.to_path_buf(),
-            key: format!("{META_TREE}/{KEY_FORMAT}"),
-            problem: "format version 0 was never written by quorate".into(),
-        });
-    }
-    Ok(())
-}
-
-/// Refuses a store whose recorded identity is not this node's.
-pub(super) fn check_identity(
-    dir: &Path,
-    stored: &StoreIdentity,
-    expected: &StoreIdentity,
-) -> Result<(), StoreError> {
-    if stored != expected {
-        return Err(StoreError::IdentityMismatch {
-            dir: dir.to_path_buf(),
-            stored: stored.clone(),
-            expected: expected.clone(),
-        });
-    }
-    Ok(())
 }
 
 /// Checks the meta table: format, identity, and that vote, committed and last purged decode.
