@@ -28,11 +28,16 @@ fn three_binaries_form_a_cluster_and_fail_over_on_sigkill() {
     }
     let leader = status["leader"].as_str().unwrap().to_string();
 
-    // The scripting commands agree with the JSON.
+    // The scripting commands agree with the JSON. Node 2 may learn of the leader a moment
+    // after node 1 reported it (`leader` exits 1 until it knows one): poll with a deadline.
     let endpoint = format!("127.0.0.1:{}", cluster.port(2));
-    let out = quoratectl(&["--endpoint", &endpoint, "leader"]);
-    assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), leader);
+    let named = eventually_blocking("node 2 to name the leader", Duration::from_secs(10), || {
+        let out = quoratectl(&["--endpoint", &endpoint, "leader"]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    });
+    assert_eq!(named, leader);
     let out = quoratectl(&["--endpoint", &endpoint, "term"]);
     let term: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(term >= 1);
