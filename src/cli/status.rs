@@ -158,5 +158,12 @@ pub fn render(status: &ClusterStatus) -> String {
             out.push('\n');
         }
     }
+    // A member whose timing differs is refused by the answering node: say so loudly, it
+    // takes no part in the quorum until its [raft]/[lease] settings match.
+    for m in &status.members {
+        if let Some(mismatch) = &m.timing_mismatch {
+            out.push_str(&format!("timing: {} differs: {mismatch}\n", m.name));
+        }
+    }
     out
 }
