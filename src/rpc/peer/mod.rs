@@ -191,3 +191,83 @@ pub enum ReportError {
     #[error("{0}")]
     Refused(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LeaseTiming, RaftTiming};
+
+    fn identity(lease: LeaseTiming) -> Identity {
+        Identity {
+            cluster: "prod".into(),
+            node_id: 1,
+            members: [1, 2, 3].into_iter().collect(),
+            timing: TimingFingerprint::of(&RaftTiming::default(), &lease),
+            mismatches: Arc::new(TimingMismatches::default()),
+        }
+    }
+
+    fn long_lease() -> LeaseTiming {
+        LeaseTiming {
+            duration_ms: 3000,
+            ..LeaseTiming::default()
+        }
+    }
+
+    #[test]
+    fn a_member_with_the_same_timing_is_accepted() {
+        let here = identity(LeaseTiming::default());
+        let there = Identity {
+            node_id: 2,
+            ..identity(LeaseTiming::default())
+        };
+        assert_eq!(here.check(Some(&there.envelope_to(1))).unwrap(), 2);
+        assert_eq!(here.mismatches.of(2), None);
+    }
+
+    #[test]
+    fn a_member_with_another_lease_duration_is_refused_and_named() {
+        let here = identity(LeaseTiming::default());
+        let there = Identity {
+            node_id: 2,
+            ..identity(long_lease())
+        };
+        let refused = here.check(Some(&there.envelope_to(1))).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            refused.message(),
+            "lease.duration_ms: node 2 sent 3000, this node runs 1500; every member must run \
+             the same [lease] and [raft] timing"
+        );
+        assert_eq!(
+            here.mismatches.of(2).as_deref(),
+            Some("lease.duration_ms 3000 there, 1500 here")
+        );
+        // Once the sender runs the same timing again, the note goes away.
+        let fixed = Identity {
+            node_id: 2,
+            ..identity(LeaseTiming::default())
+        };
+        assert_eq!(here.check(Some(&fixed.envelope_to(1))).unwrap(), 2);
+        assert_eq!(here.mismatches.of(2), None);
+    }
+
+    #[test]
+    fn an_envelope_without_timing_is_refused_as_from_an_older_member() {
+        let here = identity(LeaseTiming::default());
+        let envelope = pb::Envelope {
+            cluster: "prod".into(),
+            from: 3,
+            to: 1,
+            timing: String::new(),
+        };
+        let refused = here.check(Some(&envelope)).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            refused.message().contains("must be upgraded"),
+            "{}",
+            refused.message()
+        );
+        assert!(here.mismatches.of(3).is_some());
+    }
+}
