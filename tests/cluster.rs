@@ -324,19 +324,6 @@ async fn a_member_with_another_lease_duration_is_refused_and_named_in_status() {
     std::fs::write(&path, text).expect("write node3's config");
     cluster.restart(3).await;
 
-    // The witness's requests reach node1 and are refused; the leader's reach the witness
-    // and are refused there too.
-    eventually(
-        "both sides to refuse the other's timing",
-        ELECTION,
-        || async {
-            let here = cluster.node(1).notes().timing.of(3)?;
-            let there = cluster.node(3).notes().timing.of(leader)?;
-            Some((here, there))
-        },
-    )
-    .await;
-
     // node1 and node2 keep their leader and commit without the witness.
     let written = tokio::time::timeout(
         Duration::from_secs(5),
@@ -345,13 +332,32 @@ async fn a_member_with_another_lease_duration_is_refused_and_named_in_status() {
     .await
     .expect("the write commits in time")
     .expect("the write commits");
+    let index = written.log_id.index;
     assert_eq!(cluster.agreed_leader(&[1, 2], ELECTION).await, leader);
-    // The witness refused the leader's appends since it restarted: it has not the write.
+
+    // The leader's appends reach the witness: it either takes the write (the unsafe
+    // outcome: it would vote and count in the quorum) or refuses them for their timing.
+    eventually(
+        "the witness to take or refuse the log",
+        ELECTION,
+        || async {
+            let took = cluster.node(3).raft().metrics().borrow().last_log_index >= Some(index);
+            let refused = cluster.node(3).notes().timing.of(leader).is_some();
+            (took || refused).then_some(())
+        },
+    )
+    .await;
+    // Every append since the witness restarted was refused, so it cannot have the write.
     let witness = cluster.node(3).raft().metrics().borrow().clone();
     assert!(
-        witness.last_log_index < Some(written.log_id.index),
-        "the witness took the write: {witness:?}"
+        witness.last_log_index < Some(index),
+        "the witness took the log although its lease duration differs: {witness:?}"
     );
+    // The witness's own requests (votes, probes) reach node1 and are refused there too.
+    eventually("node1 to refuse the witness's timing", ELECTION, || async {
+        cluster.node(1).notes().timing.of(3)
+    })
+    .await;
 
     // status (and status --json, the same struct) names the member and both values.
     let endpoint = format!("127.0.0.1:{}", cluster.ports[0]);
