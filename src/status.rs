@@ -184,3 +184,25 @@ pub struct AgentNote {
     /// Each resource of the group in start order, with its state as last monitored.
     pub resources: Vec<(String, String)>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timing_mismatch_is_kept_per_sender_until_it_matches_again() {
+        let notes = TimingMismatches::default();
+        assert!(notes.record(3, Some("lease.duration_ms 3000 there, 1500 here".into())));
+        // The same mismatch again changes nothing (the caller logs only changes).
+        assert!(!notes.record(3, Some("lease.duration_ms 3000 there, 1500 here".into())));
+        assert!(notes.record(3, Some("lease.duration_ms 2000 there, 1500 here".into())));
+        assert_eq!(
+            notes.of(3).as_deref(),
+            Some("lease.duration_ms 2000 there, 1500 here")
+        );
+        assert_eq!(notes.of(2), None);
+        assert!(notes.record(3, None));
+        assert!(!notes.record(3, None));
+        assert_eq!(notes.of(3), None);
+    }
+}
