@@ -98,9 +98,11 @@ impl Identity {
     /// renew a lease nor propose, so every decision is taken by members with one timing.
     ///
     /// An envelope without timing comes from a member older than this check. Its timing is
-    /// unknown, so it is refused like a differing one (the sender must be upgraded). A rolling
-    /// upgrade one member at a time still keeps a majority: older members do not check, and
-    /// once two members are upgraded they form the quorum.
+    /// unknown, so it is refused like a differing one (the sender must be upgraded): accepting
+    /// it would let a member whose lease arithmetic nobody can check vote and renew. During a
+    /// rolling upgrade older members do not check, so an upgraded member can still lead them,
+    /// but an older member's own requests (votes, reports) to an upgraded one are refused;
+    /// once two members are upgraded they form the quorum on their own.
     fn check_timing(&self, from: NodeId, timing: &str) -> Result<(), Status> {
         const RULE: &str = "every member must run the same [lease] and [raft] timing";
         if timing.is_empty() {
