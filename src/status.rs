@@ -70,6 +70,11 @@ pub struct MemberStatus {
     pub resources: Vec<(String, String)>,
     /// What is left of the lease it holds, by its own clock.
     pub lease_remaining_ms: Option<u64>,
+    /// How its `[raft]`/`[lease]` timing differs from the answering member's, when the
+    /// answering member refused its requests for that (for example
+    /// `lease.duration_ms 3000 there, 1500 here`).
+    #[serde(default)]
+    pub timing_mismatch: Option<String>,
 }
 
 /// One line of the ownership and admin history.
@@ -94,6 +99,47 @@ pub struct NodeNotes {
     pub waiting: std::sync::Mutex<Option<String>>,
     /// The agent's latest view of its own group, on a management node.
     pub agent: std::sync::Mutex<Option<AgentNote>>,
+    /// Senders whose timing this node's peer server refused (shared with that server).
+    pub timing: std::sync::Arc<TimingMismatches>,
+}
+
+/// The last timing mismatch the peer server saw from each sender, for `status`.
+///
+/// A sender's entry is set when its request is refused for its timing and cleared when a
+/// later request of its matches, so `status` shows only members that differ now.
+#[derive(Debug, Default)]
+pub struct TimingMismatches {
+    by_sender: std::sync::Mutex<std::collections::BTreeMap<u64, String>>,
+}
+
+impl TimingMismatches {
+    /// Records how `sender`'s timing differs (`None`: it matches); returns true when that
+    /// changed what was recorded.
+    pub fn record(&self, sender: u64, mismatch: Option<String>) -> bool {
+        let Ok(mut by_sender) = self.by_sender.lock() else {
+            return false;
+        };
+        let previous = match mismatch {
+            Some(text) => by_sender
+                .insert(sender, text.clone())
+                .filter(|p| *p == text),
+            None => {
+                if by_sender.remove(&sender).is_none() {
+                    return false;
+                }
+                None
+            }
+        };
+        previous.is_none()
+    }
+
+    /// How `sender`'s timing differs, if its last request was refused for that.
+    pub fn of(&self, sender: u64) -> Option<String> {
+        self.by_sender
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&sender).cloned())
+    }
 }
 
 impl NodeNotes {
@@ -137,4 +183,26 @@ pub struct AgentNote {
     pub lease_until: Option<u64>,
     /// Each resource of the group in start order, with its state as last monitored.
     pub resources: Vec<(String, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timing_mismatch_is_kept_per_sender_until_it_matches_again() {
+        let notes = TimingMismatches::default();
+        assert!(notes.record(3, Some("lease.duration_ms 3000 there, 1500 here".into())));
+        // The same mismatch again changes nothing (the caller logs only changes).
+        assert!(!notes.record(3, Some("lease.duration_ms 3000 there, 1500 here".into())));
+        assert!(notes.record(3, Some("lease.duration_ms 2000 there, 1500 here".into())));
+        assert_eq!(
+            notes.of(3).as_deref(),
+            Some("lease.duration_ms 2000 there, 1500 here")
+        );
+        assert_eq!(notes.of(2), None);
+        assert!(notes.record(3, None));
+        assert!(!notes.record(3, None));
+        assert_eq!(notes.of(3), None);
+    }
 }

@@ -307,3 +307,81 @@ async fn followers_report_how_long_ago_they_took_part_in_an_earlier_term() {
     );
     cluster.shutdown().await;
 }
+
+/// A member started with another lease duration is kept out: the other two refuse its
+/// requests (and it refuses theirs), keep their leader and commit, and `status` names the
+/// setting with both values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_another_lease_duration_is_refused_and_named_in_status() {
+    let mut cluster = TestCluster::start().await;
+    cluster.agreed_leader(&[1, 2, 3], ELECTION).await;
+    // The witness is stopped, its lease duration edited alone, and started again.
+    cluster.stop(3).await;
+    let leader = cluster.agreed_leader(&[1, 2], ELECTION).await;
+    let path = cluster.config_path(3);
+    let mut text = std::fs::read_to_string(&path).expect("read node3's config");
+    text.push_str("\n[lease]\nduration_ms = 3000\n");
+    std::fs::write(&path, text).expect("write node3's config");
+    cluster.restart(3).await;
+
+    // node1 and node2 keep their leader and commit without the witness.
+    let written = tokio::time::timeout(
+        Duration::from_secs(5),
+        cluster.node(leader).raft().client_write(noop()),
+    )
+    .await
+    .expect("the write commits in time")
+    .expect("the write commits");
+    let index = written.log_id.index;
+    assert_eq!(cluster.agreed_leader(&[1, 2], ELECTION).await, leader);
+
+    // The leader's appends reach the witness: it either takes the write (the unsafe
+    // outcome: it would vote and count in the quorum) or refuses them for their timing.
+    eventually(
+        "the witness to take or refuse the log",
+        ELECTION,
+        || async {
+            let took = cluster.node(3).raft().metrics().borrow().last_log_index >= Some(index);
+            let refused = cluster.node(3).notes().timing.of(leader).is_some();
+            (took || refused).then_some(())
+        },
+    )
+    .await;
+    // Every append since the witness restarted was refused, so it cannot have the write.
+    let witness = cluster.node(3).raft().metrics().borrow().clone();
+    assert!(
+        witness.last_log_index < Some(index),
+        "the witness took the log although its lease duration differs: {witness:?}"
+    );
+    // The witness's own requests (votes, probes) reach node1 and are refused there too.
+    eventually("node1 to refuse the witness's timing", ELECTION, || async {
+        cluster.node(1).notes().timing.of(3)
+    })
+    .await;
+
+    // status (and status --json, the same struct) names the member and both values.
+    let endpoint = format!("127.0.0.1:{}", cluster.ports[0]);
+    let mut admin = quorate::rpc::admin::AdminClient::new(&endpoint, Duration::from_secs(2))
+        .expect("admin client");
+    let status = admin.status().await.expect("status");
+    let witness = status
+        .members
+        .iter()
+        .find(|m| m.id == 3)
+        .expect("the witness in status");
+    assert_eq!(
+        witness.timing_mismatch.as_deref(),
+        Some("lease.duration_ms 3000 there, 1500 here")
+    );
+    let json = serde_json::to_value(&status).expect("status as JSON");
+    assert_eq!(
+        json["members"][2]["timing_mismatch"],
+        "lease.duration_ms 3000 there, 1500 here"
+    );
+    assert!(status
+        .members
+        .iter()
+        .filter(|m| m.id != 3)
+        .all(|m| m.timing_mismatch.is_none()));
+    cluster.shutdown().await;
+}

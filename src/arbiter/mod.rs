@@ -132,10 +132,13 @@ impl Arbiter {
 
         let raft_config = crate::consensus::raft_config(&config.cluster, &config.raft)
             .map_err(ArbiterError::Raft)?;
+        let notes = Arc::new(NodeNotes::default());
         let peer_identity = Arc::new(Identity {
             cluster: config.cluster.clone(),
             node_id: config.node_id,
             members: config.members.iter().map(|m| m.id).collect(),
+            timing: config.timing_fingerprint(),
+            mismatches: notes.timing.clone(),
         });
         let client_options = ClientOptions {
             connect: Duration::from_millis(config.raft.heartbeat_interval_ms.max(100)),
@@ -156,7 +159,6 @@ impl Arbiter {
         .await
         .map_err(|e| ArbiterError::Raft(e.to_string()))?;
 
-        let notes = Arc::new(NodeNotes::default());
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let ownership = Ownership::new(

@@ -158,5 +158,75 @@ pub fn render(status: &ClusterStatus) -> String {
             out.push('\n');
         }
     }
+    // A member whose timing differs is refused by the answering node: say so loudly, it
+    // takes no part in the quorum until its [raft]/[lease] settings match.
+    let mismatches: Vec<String> = status
+        .members
+        .iter()
+        .filter_map(|m| {
+            let mismatch = m.timing_mismatch.as_ref()?;
+            Some(format!("timing: {} differs: {mismatch}\n", m.name))
+        })
+        .collect();
+    if !mismatches.is_empty() {
+        out.push('\n');
+        out.push_str(&mismatches.concat());
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::MemberStatus;
+
+    fn member(id: u64, name: &str, timing_mismatch: Option<&str>) -> MemberStatus {
+        MemberStatus {
+            id,
+            name: name.into(),
+            role: "management".into(),
+            address: format!("127.0.0.1:710{id}"),
+            state: "follower".into(),
+            reachable: true,
+            term: 2,
+            last_log_index: Some(5),
+            applied_index: Some(5),
+            standby: false,
+            outdated: false,
+            fail_count: 0,
+            doing: None,
+            resources: vec![],
+            lease_remaining_ms: None,
+            timing_mismatch: timing_mismatch.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn status_names_a_member_whose_timing_differs() {
+        let status = ClusterStatus {
+            cluster: "prod".into(),
+            term: 2,
+            leader: Some("node1".into()),
+            leader_id: Some(1),
+            answered_by: "node1".into(),
+            waiting: None,
+            owner: None,
+            epoch: 0,
+            released: false,
+            lease_remaining_ms: None,
+            paused: false,
+            switchover_to: None,
+            leader_says: None,
+            members: vec![
+                member(1, "node1", None),
+                member(2, "node2", Some("lease.duration_ms 3000 there, 1500 here")),
+            ],
+        };
+        let text = render(&status);
+        assert!(
+            text.ends_with("\ntiming: node2 differs: lease.duration_ms 3000 there, 1500 here\n"),
+            "{text}"
+        );
+        assert!(!text.contains("timing: node1"), "{text}");
+    }
 }

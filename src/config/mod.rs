@@ -5,8 +5,10 @@
 //! cluster directory can be moved as a whole. [`Config::load`] parses and then runs
 //! [`Config::validate`], which reports every problem it finds at once.
 
+mod fingerprint;
 mod validate;
 
+pub use fingerprint::{value_or_unset, TimingDifference, TimingFingerprint};
 pub(crate) use validate::check_host_port;
 
 use serde::Deserialize;
@@ -336,6 +338,11 @@ impl Config {
             migration_threshold: self.group.migration_threshold,
             max_restarts_in_place: self.group.max_restarts_in_place,
         }
+    }
+
+    /// The `[raft]` and `[lease]` settings every member must share, as sent in envelopes.
+    pub fn timing_fingerprint(&self) -> TimingFingerprint {
+        TimingFingerprint::of(&self.raft, &self.lease)
     }
 
     /// The membership as openraft records it.

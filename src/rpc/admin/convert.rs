@@ -95,6 +95,7 @@ pub fn cluster_status(reply: pb::StatusReply) -> ClusterStatus {
                 doing: non_empty(m.doing),
                 resources: m.resources.into_iter().map(|r| (r.name, r.state)).collect(),
                 lease_remaining_ms: m.lease_remaining_ms,
+                timing_mismatch: non_empty(m.timing_mismatch),
             })
             .collect(),
     }

@@ -342,6 +342,7 @@ impl admin_server::Admin for AdminService {
                         .map(|r| r.resources.clone())
                         .unwrap_or_default(),
                     lease_remaining_ms: reply.as_ref().and_then(|r| r.lease_remaining_ms),
+                    timing_mismatch: self.context.notes.timing.of(*id).unwrap_or_default(),
                 }
             })
             .collect();
