@@ -812,6 +812,8 @@ mod tests {
         marker: PathBuf,
         began: Arc<tokio::sync::Notify>,
         step_ended: Arc<AtomicBool>,
+        /// How long the blocking step takes.
+        step_ms: u64,
     }
 
     #[async_trait]
@@ -831,8 +833,9 @@ mod tests {
         async fn start(&self, _ctx: &ActionContext) -> Result<(), AgentError> {
             self.began.notify_one();
             let (marker, ended) = (self.marker.clone(), self.step_ended.clone());
+            let step_ms = self.step_ms;
             tokio::task::spawn_blocking(move || {
-                std::thread::sleep(Duration::from_millis(300));
+                std::thread::sleep(Duration::from_millis(step_ms));
                 std::fs::write(&marker, b"mounted").expect("write the marker");
                 ended.store(true, Ordering::SeqCst);
             })
@@ -871,6 +874,7 @@ mod tests {
             marker: marker.clone(),
             began: began.clone(),
             step_ended: step_ended.clone(),
+            step_ms: 300,
         };
         let group = Arc::new(
             ResourceGroup::new("group", vec![Arc::new(resource)], dir.path()).expect("group"),
@@ -908,6 +912,118 @@ mod tests {
             !marker.exists(),
             "the start's step completed after the hand-over's stop: its resource is up after Released"
         );
+    }
+
+    /// A group of one [`BlockingStart`] whose step takes `step_ms`, with its marker, its
+    /// "began" signal and its "step ended" flag.
+    fn blocking_group(
+        dir: &Path,
+        step_ms: u64,
+    ) -> (
+        Arc<ResourceGroup>,
+        PathBuf,
+        Arc<tokio::sync::Notify>,
+        Arc<AtomicBool>,
+    ) {
+        let marker = dir.join("mounted");
+        let began = Arc::new(tokio::sync::Notify::new());
+        let step_ended = Arc::new(AtomicBool::new(false));
+        let resource = BlockingStart {
+            marker: marker.clone(),
+            began: began.clone(),
+            step_ended: step_ended.clone(),
+            step_ms,
+        };
+        let group =
+            Arc::new(ResourceGroup::new("group", vec![Arc::new(resource)], dir).expect("group"));
+        (group, marker, began, step_ended)
+    }
+
+    /// Runs a start of epoch 5 on `executor` until its blocking step began, then stops the
+    /// agent; returns once the executor's task has ended.
+    async fn shut_down_during_the_step(executor: Arc<Executor>, began: &tokio::sync::Notify) {
+        let began_wait = began.notified();
+        let running = tokio::spawn({
+            let executor = executor.clone();
+            async move {
+                execute(
+                    &executor,
+                    vec![NodeAction::StartGroup { epoch: 5 }],
+                    clock::now(),
+                )
+                .await
+            }
+        });
+        began_wait.await;
+        executor.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("the executor lets the step go")
+            .expect("the executor task");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_step_let_go_after_the_grace_forbids_the_release() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (group, _marker, began, step_ended) = blocking_group(dir.path(), 1_000);
+        let mut executor = executor(group, 5);
+        executor.grace = Duration::from_millis(50);
+        let executor = Arc::new(executor);
+        shut_down_during_the_step(executor.clone(), &began).await;
+        assert!(
+            !step_ended.load(Ordering::SeqCst),
+            "the grace did not fire: the step ended first"
+        );
+        // The lease is still good for a minute: only the step let go forbids the release.
+        assert_eq!(executor.hold.may_start(5), Ok(()));
+        assert!(executor.hold.step_abandoned());
+        assert!(
+            matches!(executor.hold.hand_over(5), HandOver::Fence(_)),
+            "a step let go may still bring a resource up after the stop, yet the hand-over \
+             would release"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_step_in_hand_at_shutdown_is_let_go_when_its_lease_ends() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (group, _marker, began, step_ended) = blocking_group(dir.path(), 1_000);
+        let mut executor = executor(group, 5);
+        let (lease_tx, lease) = watch::channel(Some(Lease {
+            epoch: 5,
+            until: clock::now().plus(60_000),
+        }));
+        executor.hold.lease = lease;
+        let executor = Arc::new(executor);
+        let waited = std::time::Instant::now();
+        let shutting = tokio::spawn({
+            let executor = executor.clone();
+            let began = began.clone();
+            async move { shut_down_during_the_step(executor, &began).await }
+        });
+        // A renewal refused while the step is in hand: the lease is gone.
+        eventually_true(|| executor.stop.is_cancelled()).await;
+        lease_tx.send_replace(None);
+        shutting.await.expect("the shutdown task");
+        assert!(
+            waited.elapsed() < Duration::from_millis(900),
+            "the executor waited for the step beyond the lease"
+        );
+        assert!(executor.hold.step_abandoned());
+        assert!(
+            !step_ended.load(Ordering::SeqCst),
+            "the step ended before the lease did"
+        );
+        assert!(matches!(executor.hold.hand_over(5), HandOver::Fence(_)));
+    }
+
+    /// Polls `check` every 5 ms for up to 5 s.
+    async fn eventually_true(check: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !check() {
+            assert!(std::time::Instant::now() < deadline, "condition never held");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     fn hold(lease: Option<Lease>) -> (watch::Sender<Option<Lease>>, LeaseHold) {
