@@ -14,8 +14,9 @@
 //! (a mount(2) in `spawn_blocking`, a DRBD promotion run as a command go on when their future
 //! is dropped) and one that completed after the hand-over's stop would leave a resource up
 //! after `Released`. Only a step still running [`STOPPING_START_GRACE`] after the stop was
-//! asked for is dropped, as a bounded fallback; the renewer keeps the lease meanwhile (see
-//! [`super::Agent::shutdown`]).
+//! asked for, or when the lease of its epoch ends, is let go: the executor fences and sets
+//! [`StepAbandoned`], so the hand-over fences and never releases; the renewer keeps the lease
+//! meanwhile (see [`super::Agent::shutdown`]).
 //!
 //! A fence is never skipped at shutdown, decided then or earlier: it only takes things down,
 //! it is bounded by the action timeout, and the loop may already have aborted a running start
