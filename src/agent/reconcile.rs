@@ -369,7 +369,7 @@ impl LeaseHold {
     /// (the renewer drops a refused lease), nor given up, and (b) let no step go that may
     /// still bring a resource up after the stop. Without (a) the leader may already have
     /// granted the other node (it waits `lease·(1+ρ) + fence_margin` after the last grant it
-    /// counted, and our `until` is never later than that lease, see [`LeaseHold::may_start`]):
+    /// counted, and our `until` is never later than that lease, see `LeaseHold::may_start`):
     /// this node's applied view, still saying "owner", is stale, and only a fence, which
     /// takes things down and commits nothing, is safe. Without (b) a stop that succeeds proves
     /// nothing. Asked before the ordered stop and again before `Released`.
