@@ -576,3 +576,64 @@ async fn a_stop_that_keeps_failing_stops_renewals_and_the_other_node_takes_over(
         .expect("clear fail-stop");
     cluster.shutdown().await;
 }
+
+/// (h) The owner is cut off from both peers while a start step hangs, and is shut down
+/// cleanly meanwhile. Its applied view still says "owner", but its lease runs out and the
+/// leader grants the other node: the shutdown must fence when the lease ends rather than wait
+/// for the step, and must neither stop in order nor commit `Released` on that stale view. The
+/// ledger shows one holder at a time and no `Released` by the cut-off node is ever committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_cut_off_during_a_start_fences_at_the_lease_end_and_does_not_release() {
+    logs();
+    let mut cluster = TestCluster::start_with_agents().await;
+    let original = cluster.settled_owner(SETTLE).await;
+    let target = other(original);
+    // The target leads Raft, so once cut off it cannot renew its own lease.
+    make_leader(&cluster, target).await;
+    DummyFault::HangMs(8_000)
+        .set(&cluster.fault_dir(target))
+        .expect("set hang-ms");
+    let response = cluster
+        .node(target)
+        .raft()
+        .client_write(request(Command::RequestSwitchover { to: target }))
+        .await
+        .expect("switchover request commits");
+    assert_eq!(response.data.refused, None);
+
+    // The target owns a new epoch, holds its lease and its decision loop has seen it: the
+    // start is in hand (it hangs), the original has stopped.
+    let epoch = eventually("the target's start to be in hand", SETTLE, || async {
+        let (owner, epoch) = cluster.owner_seen_by(target)?;
+        let note = cluster.node(target).notes().agent()?;
+        (owner == target && note.lease_epoch == Some(epoch) && cluster.holders().is_empty())
+            .then_some(epoch)
+    })
+    .await;
+
+    cluster.faults.isolate(target, &[original, 3]);
+    cluster.stop(target).await;
+
+    eventually(
+        "the group to come back to the original node",
+        SETTLE,
+        || async { (cluster.holders() == vec![original]).then_some(()) },
+    )
+    .await;
+    let intervals = cluster.assert_ledger_clean();
+    assert!(
+        intervals.iter().all(|i| i.node == name(original)),
+        "the cut-off node held the group: {intervals:?}"
+    );
+    let released = format!("node {target} released the group (epoch {epoch})");
+    let history = state_seen_by(&cluster, original).history;
+    assert!(
+        !history.iter().any(|record| record.what == released),
+        "the cut-off node committed Released: {history:?}"
+    );
+    DummyFault::HangMs(0)
+        .clear(&cluster.fault_dir(target))
+        .expect("clear hang-ms");
+    cluster.faults.heal();
+    cluster.shutdown().await;
+}

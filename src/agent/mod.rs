@@ -44,7 +44,7 @@ use crate::guard::GuardHandle;
 use crate::resources::agent::ActionContext;
 use crate::resources::group::ResourceGroup;
 use lease::Renewer;
-use reconcile::{core_status, Reconciler};
+use reconcile::{core_status, HandOver, LeaseHold, Reconciler, StepAbandoned};
 
 /// Why an agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +141,8 @@ pub struct Agent {
     renewer: Option<RenewerTask>,
     group: Arc<ResourceGroup>,
     guard: Option<Arc<Mutex<GuardHandle>>>,
+    /// The lease, the given-up epoch and the abandoned-step flag, as the hand-over reads them.
+    hold: LeaseHold,
     lifetime: Lifetime,
     config: Config,
     /// Whether this node could run the group; fixed at start-up from the agents' checks.
@@ -202,6 +204,9 @@ impl Agent {
         let (monitored_tx, monitored_rx) = watch::channel(initial);
         let monitor_now = Arc::new(Notify::new());
         let (gave_up_tx, gave_up_rx) = watch::channel(None);
+        let gave_up_tx = Arc::new(gave_up_tx);
+        let abandoned = StepAbandoned::default();
+        let hold = LeaseHold::new(lease_rx.clone(), gave_up_tx.clone(), abandoned.clone());
 
         let renewer = Renewer {
             raft: arbiter.raft().clone(),
@@ -231,7 +236,8 @@ impl Agent {
             proposer: arbiter.proposer().clone(),
             notes: arbiter.notes().clone(),
             guard: guard.clone(),
-            gave_up: Arc::new(gave_up_tx),
+            gave_up: gave_up_tx,
+            abandoned,
         };
         let lifetime = Lifetime::new();
         // Not on the tracker: the renewals go on through the hand-over (see the module note).
@@ -258,6 +264,7 @@ impl Agent {
             renewer: Some(renewer),
             group,
             guard,
+            hold,
             lifetime,
             config: config.clone(),
             _healthy: healthy_tx,
@@ -336,39 +343,66 @@ impl Agent {
             epoch: owner.epoch,
             node: self.config.me().map(|m| m.name.clone()).unwrap_or_default(),
         };
+        // Safety: the applied view says "owner", but it may be stale: a node cut off from the
+        // leader keeps it while the leader, once this node's lease has run out, grants the
+        // other node. So the lease decides, not the view (see `LeaseHold::hand_over`): without
+        // a running lease of this epoch, or after a start step was let go, this node fences and
+        // does not release.
+        if let HandOver::Fence(why) = self.hold.hand_over(owner.epoch) {
+            renewer.end().await;
+            self.fence_without_releasing(&ctx, owner.epoch, &why).await;
+            return;
+        }
         tracing::info!(
             epoch = owner.epoch,
             "shutting down: stopping the group and releasing"
         );
         // Safety: `Released` tells the leader that this node holds nothing, and the leader then
         // grants the group at once, with no lease wait. So it is committed only after an
-        // ordered stop that succeeded. After a failed stop this node fences and shuts down
-        // without releasing: its renewals ended with its tasks above, so the leader moves the
-        // group only once this node's lease must have run out (plus the fence margin), the
-        // same wait as for a node that died; meanwhile the guard, still armed unless the fence
-        // succeeded, fences at the deadline by itself.
-        let stopped = tokio::time::timeout(Duration::from_secs(60), self.group.stop(&ctx)).await;
-        let failure = match stopped {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some("the ordered stop did not finish within 60 s".to_string()),
+        // ordered stop that succeeded within the lease. After a failed stop this node fences
+        // and shuts down without releasing: its renewals ended with its tasks above, so the
+        // leader moves the group only once this node's lease must have run out (plus the fence
+        // margin), the same wait as for a node that died; meanwhile the guard, still armed
+        // unless the fence succeeded, fences at the deadline by itself. The stop races the
+        // lease: the renewer keeps it running while this node is reachable, and if it ends
+        // mid-stop (cut off, refused) the stop is dropped and the group fenced, since from
+        // `fence_margin` later the other node may be starting.
+        let stopping = tokio::time::timeout(Duration::from_secs(60), self.group.stop(&ctx));
+        let failure = tokio::select! {
+            stopped = stopping => match stopped {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("the ordered stop did not finish within 60 s".to_string()),
+            },
+            why = self.hold.lease_ended(owner.epoch) => {
+                Some(format!("the lease ended during the ordered stop: {why}"))
+            }
         };
+        // Asked again: the lease may have ended, or a step been let go, while the group
+        // stopped.
+        let failure = failure.or_else(|| match self.hold.hand_over(owner.epoch) {
+            HandOver::Stop => None,
+            HandOver::Fence(why) => Some(why),
+        });
         if let Some(why) = failure {
             renewer.end().await;
             self.fence_without_releasing(&ctx, owner.epoch, &why).await;
             return;
         }
-        let request = crate::consensus::state::Request {
-            command: Command::Release {
+        // A refusal by the state machine is reported, not taken for a release.
+        match reconcile::propose(
+            self.arbiter.proposer().as_ref(),
+            self.config.node_id,
+            &ctx.node,
+            Command::Release {
                 node: self.config.node_id,
                 epoch: owner.epoch,
             },
-            requested_by: format!("node {}", ctx.node),
-            reason: "the agent is shutting down".into(),
-            at_unix_ms: crate::clock::wall_ms(),
-        };
-        match self.arbiter.proposer().propose(request).await {
-            Ok(_) => tracing::info!(epoch = owner.epoch, "released the group"),
+            "the agent is shutting down",
+        )
+        .await
+        {
+            Ok(()) => tracing::info!(epoch = owner.epoch, "released the group"),
             Err(e) => {
                 tracing::warn!(error = %e, "could not commit the release; the lease will run out")
             }
@@ -386,11 +420,15 @@ impl Agent {
     /// fence may have been cut short, or this node may have lost the group moments ago; the
     /// group's resources must not outlive the agent until the guard's deadline (or forever
     /// when no guard runs). A fence takes things down only, so it is safe whoever owns.
+    ///
+    /// After a start step was let go ([`StepAbandoned`]) it fences unconditionally: the step
+    /// may still bring a resource up after any look.
     async fn fence_if_holding(&self) {
         let looked = self.group.monitor_all().await;
-        if looked
-            .iter()
-            .all(|r| matches!(r.state, ResourceState::Stopped))
+        if !self.hold.step_abandoned()
+            && looked
+                .iter()
+                .all(|r| matches!(r.state, ResourceState::Stopped))
         {
             return;
         }
@@ -412,14 +450,15 @@ impl Agent {
         }
     }
 
-    /// After an ordered stop that failed: fence, and do NOT commit `Released` (see
+    /// When the hand-over may not release (an ordered stop that failed or outlived the lease,
+    /// no running lease, a step let go): fence, and do NOT commit `Released` (see
     /// [`Agent::hand_over`]). The guard is disarmed only when the fence succeeded, so a node
     /// that may still hold something is left to the guard and its watchdog.
     async fn fence_without_releasing(&self, ctx: &ActionContext, epoch: u64, why: &str) {
         tracing::error!(
             epoch,
             error = %why,
-            "shutting down WITHOUT releasing the group: the ordered stop failed, so the other node may take over only after this node's lease has run out; fencing"
+            "shutting down WITHOUT releasing the group: the other node may take over only after this node's lease has run out; fencing"
         );
         match self.group.fence(ctx).await {
             Ok(()) => {

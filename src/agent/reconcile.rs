@@ -14,8 +14,9 @@
 //! (a mount(2) in `spawn_blocking`, a DRBD promotion run as a command go on when their future
 //! is dropped) and one that completed after the hand-over's stop would leave a resource up
 //! after `Released`. Only a step still running [`STOPPING_START_GRACE`] after the stop was
-//! asked for is dropped, as a bounded fallback; the renewer keeps the lease meanwhile (see
-//! [`super::Agent::shutdown`]).
+//! asked for, or when the lease of its epoch ends, is let go: the executor fences and sets
+//! [`StepAbandoned`], so the hand-over fences and never releases; the renewer keeps the lease
+//! meanwhile (see [`super::Agent::shutdown`]).
 //!
 //! A fence is never skipped at shutdown, decided then or earlier: it only takes things down,
 //! it is bounded by the action timeout, and the loop may already have aborted a running start
@@ -38,6 +39,7 @@
 //! (`LeaseHold::may_start`), so a start that stalled past its lease begins no further step
 //! beside the fence (see [`ResourceGroup::start_checked`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,6 +92,8 @@ pub struct Reconciler {
     pub guard: Option<Arc<Mutex<GuardHandle>>>,
     /// The epoch this node gave up, if any; the executor sets it, the renewer obeys it.
     pub gave_up: Arc<watch::Sender<Option<GaveUp>>>,
+    /// Set when a start step is let go at shutdown; the hand-over reads it.
+    pub abandoned: StepAbandoned,
 }
 
 /// How long a start or restart step in hand may still run once the agent stops, before it is
@@ -98,9 +102,39 @@ pub struct Reconciler {
 /// beside the hand-over's stop (the guard and the watchdog cover that case, as for any hang).
 pub const STOPPING_START_GRACE: Duration = Duration::from_secs(20);
 
+/// Set once a start or restart step was let go at shutdown while it may still be running (the
+/// grace ran out, or the lease of its epoch ended): a blocking step (a mount in
+/// `spawn_blocking`, a DRBD promotion) goes on when its future is dropped, so it may bring a
+/// resource up after any stop. From then on this process never trusts an ordered stop to
+/// leave the group down: the hand-over fences and never releases (see
+/// [`LeaseHold::hand_over`]), and a non-owner's shutdown fences unconditionally.
+#[derive(Clone, Debug, Default)]
+pub struct StepAbandoned(Arc<AtomicBool>);
+
+impl StepAbandoned {
+    /// Records that a step was let go; it stays set for the life of the process.
+    pub fn set(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a step was let go.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What a clean shutdown does with the group it owns (see [`LeaseHold::hand_over`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HandOver {
+    /// Stop the group in order and, once stopped, commit `Released`.
+    Stop,
+    /// Fence the group and do not release (the reason): the other node waits out the lease.
+    Fence(String),
+}
+
 /// Where the executor commits its records: the agent's [`Proposer`], a stand-in in tests.
 #[async_trait]
-trait Commit: Send + Sync {
+pub(super) trait Commit: Send + Sync {
     /// Commits `request` through the leader; the state machine's answer, or why not.
     async fn commit(&self, request: Request) -> Result<Response, String>;
 }
@@ -290,23 +324,88 @@ impl Reconciler {
             me: self.me,
             name: self.name.clone(),
             stop: lifetime.stop.clone(),
-            hold: LeaseHold {
-                lease: self.lease.clone(),
-                gave_up: self.gave_up.clone(),
-            },
+            hold: LeaseHold::new(
+                self.lease.clone(),
+                self.gave_up.clone(),
+                self.abandoned.clone(),
+            ),
+            grace: STOPPING_START_GRACE,
         };
         lifetime.spawn(async move { execute(&executor, actions, epoch_seen_at).await })
     }
 }
 
-/// The lease as the executor sees it: what a start checks before each step, and where a
-/// failed stop gives the epoch up.
-struct LeaseHold {
+/// The lease as the executor and the hand-over see it: what a start checks before each step,
+/// where a failed stop gives the epoch up, and whether a step was let go at shutdown.
+pub struct LeaseHold {
     lease: watch::Receiver<Option<Lease>>,
     gave_up: Arc<watch::Sender<Option<GaveUp>>>,
+    abandoned: StepAbandoned,
 }
 
 impl LeaseHold {
+    /// The lease as published by the renewer, the given-up epoch and the abandoned-step flag.
+    pub fn new(
+        lease: watch::Receiver<Option<Lease>>,
+        gave_up: Arc<watch::Sender<Option<GaveUp>>>,
+        abandoned: StepAbandoned,
+    ) -> LeaseHold {
+        LeaseHold {
+            lease,
+            gave_up,
+            abandoned,
+        }
+    }
+
+    /// Whether a start or restart step was let go at shutdown (see [`StepAbandoned`]).
+    pub fn step_abandoned(&self) -> bool {
+        self.abandoned.is_set()
+    }
+
+    /// What a clean shutdown may do with the group of `epoch` right now.
+    ///
+    /// Safety: `Released` lets the leader grant the other node at once, with no lease wait, so
+    /// it is only for a node that (a) still holds a running lease of `epoch`, not refused
+    /// (the renewer drops a refused lease), nor given up, and (b) let no step go that may
+    /// still bring a resource up after the stop. Without (a) the leader may already have
+    /// granted the other node (it waits `lease·(1+ρ) + fence_margin` after the last grant it
+    /// counted, and our `until` is never later than that lease, see `LeaseHold::may_start`):
+    /// this node's applied view, still saying "owner", is stale, and only a fence, which
+    /// takes things down and commits nothing, is safe. Without (b) a stop that succeeds proves
+    /// nothing. Asked before the ordered stop and again before `Released`.
+    pub fn hand_over(&self, epoch: u64) -> HandOver {
+        if self.abandoned.is_set() {
+            return HandOver::Fence(
+                "a start step was let go at shutdown and may still bring a resource up".into(),
+            );
+        }
+        match self.may_start(epoch) {
+            Ok(()) => HandOver::Stop,
+            Err(why) => HandOver::Fence(why),
+        }
+    }
+
+    /// Resolves once this node no longer holds a running lease of `epoch` (it ran out, was
+    /// refused, is of another epoch or the epoch was given up), with the reason.
+    ///
+    /// The lease is looked at every 50 ms at most and at its `until`, so this resolves at
+    /// most 50 ms after the lease ends on this process's clock; the leader's wait adds the
+    /// fence margin (at least the guard's minimum, far above 50 ms) after that, so what the
+    /// caller does then (a fence) begins before the other node can be granted.
+    pub async fn lease_ended(&self, epoch: u64) -> String {
+        loop {
+            if let Err(why) = self.may_start(epoch) {
+                return why;
+            }
+            let left = self
+                .lease
+                .borrow()
+                .map(|l| clock::until(l.until))
+                .unwrap_or_default();
+            tokio::time::sleep(left.min(Duration::from_millis(50))).await;
+        }
+    }
+
     /// Whether a start step under `epoch` may begin now: this node holds a lease of that
     /// epoch, it has not run out, and the epoch was not given up.
     ///
@@ -363,6 +462,8 @@ struct Executor {
     /// The agent's stop token: see the module's note on shutdown.
     stop: CancellationToken,
     hold: LeaseHold,
+    /// How long a start step may still run after the stop ([`STOPPING_START_GRACE`]).
+    grace: Duration,
 }
 
 /// Carries out `actions` in order, stopping at the first that fails or, for any action but
@@ -408,8 +509,12 @@ async fn execute(
         let mut fence_me = false;
         let result: Result<(), String> = match &action {
             NodeAction::StartGroup { .. } => {
-                match finish_step(stop, group.start_checked(&ctx, &may_start)).await {
-                    None => break,
+                let start = group.start_checked(&ctx, &may_start);
+                match finish_step(executor, epoch, start).await {
+                    None => {
+                        executor.fence_let_go(&ctx).await;
+                        break;
+                    }
                     Some(Ok(phases)) => {
                         let since_grant_ms = clock::now().since(epoch_seen_at);
                         let phases = phases
@@ -453,8 +558,11 @@ async fn execute(
             NodeAction::RestartResource { name: resource, .. } => {
                 outcome.recoveries += 1;
                 let restart = group.restart_from_checked(resource, &ctx, &may_start);
-                match finish_step(stop, restart).await {
-                    None => break,
+                match finish_step(executor, epoch, restart).await {
+                    None => {
+                        executor.fence_let_go(&ctx).await;
+                        break;
+                    }
                     Some(restarted) => restarted.map_err(|e| {
                         fence_me = e.recovery() == Some(agent::Recovery::Fence);
                         e.to_string()
@@ -497,6 +605,18 @@ async fn execute(
 }
 
 impl Executor {
+    /// After a start step was let go at shutdown ([`finish_step`]): fence the group, which
+    /// only takes things down and so is safe whoever owns it now.
+    async fn fence_let_go(&self, ctx: &ActionContext) {
+        if let Err(e) = self.group.fence(ctx).await {
+            tracing::error!(
+                epoch = ctx.epoch,
+                error = %e,
+                "the fence after a step let go failed; the guard fences at the lease deadline"
+            );
+        }
+    }
+
     /// An action under `ctx.epoch` failed asking for a fence (`why`): give the epoch up, so
     /// no renewal is asked for it any more, then fence the group at once.
     ///
@@ -529,31 +649,50 @@ impl Executor {
     }
 }
 
-/// Runs a start or a restart to its end. Once the agent stops, the start's check ends it
-/// before its next step and the step in hand is waited for, up to [`STOPPING_START_GRACE`];
-/// only past that is it dropped (`None`) for the hand-over, which stops the group next.
+/// Runs a start or a restart of `epoch` to its end. Once the agent stops, the start's check
+/// ends it before its next step and the step in hand is waited for, but no longer than the
+/// executor's grace ([`STOPPING_START_GRACE`]) and no longer than this node holds a running
+/// lease of `epoch`. Past either it is let go (`None`): the [`StepAbandoned`] flag is set and
+/// the caller fences.
+///
+/// Safety: while the agent runs, the decision loop fences when the lease ends, pre-empting
+/// the start; at shutdown that loop is gone, so this wait is what keeps the lease in force. A
+/// step still running when the lease ends may complete later (nothing can stop a blocking
+/// step), and the leader may grant the other node `fence_margin` after that: so the flag
+/// forbids the hand-over to release, and the fence (the guard, in production) takes down
+/// whatever the step has brought up so far.
 async fn finish_step<T>(
-    stop: &CancellationToken,
+    executor: &Executor,
+    epoch: u64,
     step: impl std::future::Future<Output = T>,
 ) -> Option<T> {
+    let stop = &executor.stop;
     let overran = async {
         stop.cancelled().await;
-        tokio::time::sleep(STOPPING_START_GRACE).await;
+        tokio::time::sleep(executor.grace).await;
+        format!("it did not end within {:?}", executor.grace)
     };
-    tokio::select! {
-        done = step => Some(done),
-        _ = overran => {
-            tracing::warn!(
-                grace = ?STOPPING_START_GRACE,
-                "shutting down: the start step in hand did not end in time and is dropped; \
-                 the hand-over stops the group"
-            );
-            None
-        }
-    }
+    let lease_ended = async {
+        stop.cancelled().await;
+        executor.hold.lease_ended(epoch).await
+    };
+    let why = tokio::select! {
+        done = step => return Some(done),
+        why = overran => why,
+        why = lease_ended => why,
+    };
+    executor.hold.abandoned.set();
+    tracing::warn!(
+        epoch,
+        reason = %why,
+        "shutting down: the start step in hand is let go ({why}); fencing, and the hand-over \
+         will not release"
+    );
+    None
 }
 
-async fn propose(
+/// Commits `command` as this node's request; a refusal by the state machine is an error.
+pub(super) async fn propose(
     proposer: &dyn Commit,
     me: NodeId,
     name: &str,
@@ -625,10 +764,8 @@ mod tests {
             me: 1,
             name: "node1".into(),
             stop: CancellationToken::new(),
-            hold: LeaseHold {
-                lease,
-                gave_up: Arc::new(gave_up),
-            },
+            hold: LeaseHold::new(lease, Arc::new(gave_up), StepAbandoned::default()),
+            grace: STOPPING_START_GRACE,
         }
     }
 
@@ -676,6 +813,8 @@ mod tests {
         marker: PathBuf,
         began: Arc<tokio::sync::Notify>,
         step_ended: Arc<AtomicBool>,
+        /// How long the blocking step takes.
+        step_ms: u64,
     }
 
     #[async_trait]
@@ -695,8 +834,9 @@ mod tests {
         async fn start(&self, _ctx: &ActionContext) -> Result<(), AgentError> {
             self.began.notify_one();
             let (marker, ended) = (self.marker.clone(), self.step_ended.clone());
+            let step_ms = self.step_ms;
             tokio::task::spawn_blocking(move || {
-                std::thread::sleep(Duration::from_millis(300));
+                std::thread::sleep(Duration::from_millis(step_ms));
                 std::fs::write(&marker, b"mounted").expect("write the marker");
                 ended.store(true, Ordering::SeqCst);
             })
@@ -735,6 +875,7 @@ mod tests {
             marker: marker.clone(),
             began: began.clone(),
             step_ended: step_ended.clone(),
+            step_ms: 300,
         };
         let group = Arc::new(
             ResourceGroup::new("group", vec![Arc::new(resource)], dir.path()).expect("group"),
@@ -774,13 +915,122 @@ mod tests {
         );
     }
 
+    /// A group of one [`BlockingStart`] whose step takes `step_ms`, with its marker, its
+    /// "began" signal and its "step ended" flag.
+    fn blocking_group(
+        dir: &Path,
+        step_ms: u64,
+    ) -> (
+        Arc<ResourceGroup>,
+        PathBuf,
+        Arc<tokio::sync::Notify>,
+        Arc<AtomicBool>,
+    ) {
+        let marker = dir.join("mounted");
+        let began = Arc::new(tokio::sync::Notify::new());
+        let step_ended = Arc::new(AtomicBool::new(false));
+        let resource = BlockingStart {
+            marker: marker.clone(),
+            began: began.clone(),
+            step_ended: step_ended.clone(),
+            step_ms,
+        };
+        let group =
+            Arc::new(ResourceGroup::new("group", vec![Arc::new(resource)], dir).expect("group"));
+        (group, marker, began, step_ended)
+    }
+
+    /// Runs a start of epoch 5 on `executor` until its blocking step began, then stops the
+    /// agent; returns once the executor's task has ended.
+    async fn shut_down_during_the_step(executor: Arc<Executor>, began: &tokio::sync::Notify) {
+        let began_wait = began.notified();
+        let running = tokio::spawn({
+            let executor = executor.clone();
+            async move {
+                execute(
+                    &executor,
+                    vec![NodeAction::StartGroup { epoch: 5 }],
+                    clock::now(),
+                )
+                .await
+            }
+        });
+        began_wait.await;
+        executor.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("the executor lets the step go")
+            .expect("the executor task");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_step_let_go_after_the_grace_forbids_the_release() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (group, _marker, began, step_ended) = blocking_group(dir.path(), 1_000);
+        let mut executor = executor(group, 5);
+        executor.grace = Duration::from_millis(50);
+        let executor = Arc::new(executor);
+        shut_down_during_the_step(executor.clone(), &began).await;
+        assert!(
+            !step_ended.load(Ordering::SeqCst),
+            "the grace did not fire: the step ended first"
+        );
+        // The lease is still good for a minute: only the step let go forbids the release.
+        assert_eq!(executor.hold.may_start(5), Ok(()));
+        assert!(executor.hold.step_abandoned());
+        assert!(
+            matches!(executor.hold.hand_over(5), HandOver::Fence(_)),
+            "a step let go may still bring a resource up after the stop, yet the hand-over \
+             would release"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_step_in_hand_at_shutdown_is_let_go_when_its_lease_ends() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (group, _marker, began, step_ended) = blocking_group(dir.path(), 1_000);
+        let mut executor = executor(group, 5);
+        let (lease_tx, lease) = watch::channel(Some(Lease {
+            epoch: 5,
+            until: clock::now().plus(60_000),
+        }));
+        executor.hold.lease = lease;
+        let executor = Arc::new(executor);
+        let waited = std::time::Instant::now();
+        let shutting = tokio::spawn({
+            let executor = executor.clone();
+            let began = began.clone();
+            async move { shut_down_during_the_step(executor, &began).await }
+        });
+        // A renewal refused while the step is in hand: the lease is gone.
+        eventually_true(|| executor.stop.is_cancelled()).await;
+        lease_tx.send_replace(None);
+        shutting.await.expect("the shutdown task");
+        assert!(
+            waited.elapsed() < Duration::from_millis(900),
+            "the executor waited for the step beyond the lease"
+        );
+        assert!(executor.hold.step_abandoned());
+        assert!(
+            !step_ended.load(Ordering::SeqCst),
+            "the step ended before the lease did"
+        );
+        assert!(matches!(executor.hold.hand_over(5), HandOver::Fence(_)));
+    }
+
+    /// Polls `check` every 5 ms for up to 5 s.
+    async fn eventually_true(check: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !check() {
+            assert!(std::time::Instant::now() < deadline, "condition never held");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn hold(lease: Option<Lease>) -> (watch::Sender<Option<Lease>>, LeaseHold) {
         let (lease_tx, lease) = watch::channel(lease);
         let (gave_up, _) = watch::channel(None);
-        let hold = LeaseHold {
-            lease,
-            gave_up: Arc::new(gave_up),
-        };
+        let hold = LeaseHold::new(lease, Arc::new(gave_up), StepAbandoned::default());
         (lease_tx, hold)
     }
 
